@@ -1,0 +1,65 @@
+"""Aggregation kernels over the ``k`` weighted neighbors (SPEC §1.7).
+
+Each is a 1-D convolution with kernel size ``k`` and stride ``k`` over the
+concatenated neighbor list; tap ``j`` is applied to neighbor ``j``.
+
+Weight layouts (``C`` input channels, ``O`` output channels):
+    standard:  ``weight (O, C, k)`` — the layout of ``nn.Conv2d.weight.flatten(2)``.
+    depthwise: ``weight (O, k)`` with ``O`` a multiple of ``C`` (channel multiplier).
+    separable: ``weight (C, k)`` depthwise, then ``pointwise_weight (O, C)``.
+    sum:       no weight, ``O = C``.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+
+def weight_shapes(kernel: str, in_channels: int, out_channels: int, k: int) -> dict[str, tuple]:
+    """Parameter shapes of each kernel: ``{"weight": ..., "pointwise_weight": ...}``."""
+    if kernel == "standard":
+        return {"weight": (out_channels, in_channels, k)}
+    if kernel == "depthwise":
+        return {"weight": (out_channels, k)}
+    if kernel == "separable":
+        return {"weight": (in_channels, k), "pointwise_weight": (out_channels, in_channels)}
+    return {}
+
+
+def aggregate(
+    neighbors: Tensor,
+    weights: Tensor | None,
+    kernel: str,
+    weight: Tensor | None = None,
+    pointwise_weight: Tensor | None = None,
+    bias: Tensor | None = None,
+) -> Tensor:
+    """Weighted neighbors ``(B, Nq, k, C)`` -> ``(B, Nq, O)``.
+
+    Args:
+        neighbors: gathered values of the selected neighbors, ``(B, Nq, k, C)``.
+        weights: per-neighbor weights ``(B, Nq, k)`` or ``None`` (all ones).
+        kernel: ``standard``, ``depthwise``, ``separable`` or ``sum``.
+    """
+    if weights is not None:
+        neighbors = neighbors * weights.unsqueeze(-1).to(neighbors.dtype)  # (B, Nq, k, C)
+    B, Nq, k, C = neighbors.shape
+    if kernel == "standard":
+        assert weight is not None
+        taps = weight.permute(2, 1, 0).reshape(k * C, -1)  # (k*C, O)
+        out = neighbors.reshape(B, Nq, k * C) @ taps.to(neighbors.dtype)
+    elif kernel == "depthwise":
+        assert weight is not None
+        multiplier = weight.shape[0] // C
+        if multiplier > 1:
+            neighbors = neighbors.repeat_interleave(multiplier, dim=-1)
+        out = (neighbors * weight.t().to(neighbors.dtype)).sum(2)
+    elif kernel == "separable":
+        assert weight is not None and pointwise_weight is not None
+        out = (neighbors * weight.t().to(neighbors.dtype)).sum(2)
+        out = out @ pointwise_weight.t().to(out.dtype)
+    else:
+        out = neighbors.sum(2)
+    if bias is not None:
+        out = out + bias.to(out.dtype)
+    return out

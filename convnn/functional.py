@@ -1,0 +1,236 @@
+"""The functional ConvNN operator: one entry point, :func:`convnn`.
+
+Pipeline (SPEC §1): positional encoding of the selection features -> candidate
+table -> similarity -> top-k selection (no gradient, float32, ties to the lower
+token index) -> weighting scores (with gradient) -> gather values -> aggregation
+kernel. Two backends compute the same function:
+
+* ``reference``: plain and obviously correct — the dense ``(B, Nq, M)`` similarity
+  with gradient, then gathers. Used by tests as the ground truth.
+* ``fast``: selection without autograd over blocks of queries, weighting scores
+  recomputed from the gathered keys, and exact special cases dispatched to
+  PyTorch's fused ops.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from . import positional
+from .aggregation import aggregate
+from .geometry import (
+    CandidateTable,
+    Grid,
+    all_candidates,
+    chebyshev_distance,
+    random_sample,
+    sampled_candidates,
+    spatial_sample,
+    window_candidates,
+)
+from .options import ConvNNOptions, resolve_backend
+from .selection import gather_tokens, neighbor_scores, select_neighbors
+
+__all__ = ["ConvNNOptions", "Grid", "convnn", "candidate_table", "encode_positions"]
+
+
+def _check_inputs(
+    opts: ConvNNOptions,
+    value: Tensor,
+    query: Tensor,
+    key: Tensor,
+    grid: Grid | None,
+    query_index: Tensor,
+    weight_channels: int | None,
+) -> None:
+    """All shape and size checks, before any computation."""
+    if value.dim() != 3 or query.dim() != 3 or key.dim() != 3:
+        raise ValueError("value, query and key must be (B, N, C) token tensors")
+    B, N, C = value.shape
+    if key.shape[:2] != (B, N):
+        raise ValueError(f"key has shape {tuple(key.shape)}; expected (B, N, D) = ({B}, {N}, D)")
+    if query.shape[0] != B or query.shape[1] != query_index.shape[0]:
+        raise ValueError(f"query has shape {tuple(query.shape)}; expected (B, Nq, D) with Nq = "
+                         f"{query_index.shape[0]} queries")
+    if query.shape[-1] != key.shape[-1]:
+        raise ValueError(f"query has {query.shape[-1]} channels but key has {key.shape[-1]}")
+    if weight_channels is not None and weight_channels != C:
+        raise ValueError(f"input has {C} channels but the kernel expects in_channels={weight_channels}")
+    if grid is None and opts.needs_grid:
+        raise ValueError("a grid (H, W) is required by the chosen similarity, candidates or "
+                         "positional_encoding")
+    if grid is not None and grid.num_tokens != N:
+        raise ValueError(f"grid {grid.num_prefix} + {grid.height}x{grid.width} does not match "
+                         f"N={N} tokens")
+    if opts.candidates in ("random", "spatial") and opts.num_samples > N:  # type: ignore[operator]
+        raise ValueError(f"num_samples={opts.num_samples} is larger than the N={N} tokens; "
+                         f"allowed: k <= num_samples <= {N}")
+    if opts.candidates == "spatial":
+        side = int(opts.num_samples**0.5)  # type: ignore[operator]
+        if side > min(grid.height, grid.width):  # type: ignore[union-attr]
+            raise ValueError(f"num_samples={opts.num_samples} asks for a {side}x{side} grid, "
+                             f"larger than the {grid.height}x{grid.width} map")  # type: ignore[union-attr]
+    if opts.candidates == "window":
+        if grid.num_prefix:  # type: ignore[union-attr]
+            raise ValueError("candidates='window' does not support prefix (class) tokens")
+        s = opts.window_size
+        if opts.window_border == "shift" and s > min(grid.height, grid.width):  # type: ignore
+            raise ValueError(f"window_size={s} is larger than the {grid.height}x{grid.width} "
+                             "map; window_border='shift' needs s <= H and s <= W")
+    if opts.k is not None and opts.candidates == "all" and opts.k > N:
+        raise ValueError(f"k={opts.k} is larger than the N={N} candidate tokens; "
+                         f"allowed: 1 <= k <= {N}")
+    for name, t in (("dim", key.shape[-1]),):
+        if opts.positional_encoding in ("sincos", "rope", "learned") and t % 4 and \
+                opts.positional_encoding != "learned":
+            raise ValueError(f"positional_encoding={opts.positional_encoding!r} needs the "
+                             f"selection feature {name} divisible by 4, got {t}")
+
+
+def candidate_table(
+    opts: ConvNNOptions,
+    num_tokens: int,
+    query_index: Tensor,
+    grid: Grid | None,
+    sample: Tensor | None = None,
+    training: bool = False,
+    generator: torch.Generator | None = None,
+) -> CandidateTable:
+    """The candidate table for ``opts.candidates``.
+
+    ``random``: ``sample`` if given; else, in training, a fresh draw from
+    ``generator`` (or the global RNG) and, in eval, a fixed draw seeded by
+    ``opts.sample_seed`` so that evaluation is reproducible.
+    """
+    device = query_index.device
+    if opts.candidates == "all":
+        return all_candidates(num_tokens, grid, device)
+    if opts.candidates == "window":
+        return window_candidates(query_index, grid, opts.window_size, opts.window_border)  # type: ignore
+    if opts.candidates == "spatial":
+        return sampled_candidates(spatial_sample(grid, opts.num_samples, device), query_index, grid)  # type: ignore
+    if sample is None:
+        if not training:
+            generator = torch.Generator().manual_seed(opts.sample_seed)
+        sample = random_sample(num_tokens, opts.num_samples, device, generator)  # type: ignore
+    return sampled_candidates(sample, query_index, grid)
+
+
+def encode_positions(
+    opts: ConvNNOptions,
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    grid: Grid | None,
+    query_index: Tensor,
+    pos_table: Tensor | None = None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Apply ``opts.positional_encoding`` to the selection features (and coords to values)."""
+    kind = opts.positional_encoding
+    if kind == "none":
+        return query, key, value
+    assert grid is not None
+    token_index = torch.arange(key.shape[1], device=key.device)
+    if kind == "rope":
+        return positional.rope(query, grid, query_index), positional.rope(key, grid, token_index), value
+    if kind == "coords":
+        def add(x: Tensor, index: Tensor) -> Tensor:
+            xy = positional.coords(grid, index, x.dtype).expand(x.shape[0], -1, -1)
+            return torch.cat((x, xy), dim=-1)
+
+        value = add(value, token_index) if opts.coords_to_values else value
+        return add(query, query_index), add(key, token_index), value
+    if kind == "sincos":
+        def enc(index: Tensor) -> Tensor:
+            return positional.sincos(grid, index, key.shape[-1], key.dtype)
+    else:
+        if pos_table is None:
+            raise ValueError("positional_encoding='learned' needs pos_table (dim, H0, W0)")
+
+        def enc(index: Tensor) -> Tensor:
+            return positional.learned(grid, index, pos_table)
+    return query + enc(query_index), key + enc(token_index), value
+
+
+def _is_attention(opts: ConvNNOptions, k: int, num_tokens: int) -> bool:
+    """k = N, softmax(dot) and the sum kernel: exactly scaled dot-product attention."""
+    return (
+        opts.candidates == "all"
+        and k == num_tokens
+        and opts.weighting == "softmax"
+        and opts.score_for_weights == "dot"
+        and opts.kernel == "sum"
+    )
+
+
+def convnn(
+    value: Tensor,
+    query: Tensor | None = None,
+    key: Tensor | None = None,
+    *,
+    options: ConvNNOptions,
+    weight: Tensor | None = None,
+    pointwise_weight: Tensor | None = None,
+    bias: Tensor | None = None,
+    grid: Grid | None = None,
+    query_index: Tensor | None = None,
+    pos_table: Tensor | None = None,
+    sample: Tensor | None = None,
+    generator: torch.Generator | None = None,
+    training: bool = False,
+    dropout_p: float = 0.0,
+    backend: str | None = None,
+) -> Tensor:
+    """Convolutional nearest neighbors on tokens.
+
+    Args:
+        value: ``(B, N, C)`` values aggregated from the neighbors.
+        query: ``(B, Nq, D)`` selection features of the queries; default: ``key``
+            at ``query_index`` (identity features, the convolution-style layer).
+        key: ``(B, N, D)`` selection features of the candidates; default ``value``.
+        options: the operator's choices (:class:`ConvNNOptions`).
+        weight, pointwise_weight, bias: aggregation kernel parameters
+            (layouts in :mod:`convnn.aggregation`).
+        grid: token layout (prefix tokens + H x W map); needed by spatial options.
+        query_index: ``(Nq,)`` tokens that are queries (e.g. a strided sub-grid);
+            default all ``N`` tokens.
+        pos_table: ``(D, H0, W0)`` table of ``positional_encoding='learned'``.
+        sample: ``(r,)`` fixed candidate tokens for ``candidates='random'``.
+        generator: RNG of fresh ``random`` draws in training.
+        training: draws fresh random candidates and applies ``dropout_p`` to the weights.
+        backend: overrides ``options.backend``.
+    Returns:
+        ``(B, Nq, O)`` aggregated outputs.
+    """
+    opts = options
+    key = value if key is None else key
+    B, N, C = value.shape
+    if query_index is None:
+        query_index = torch.arange(N, device=value.device)
+    query = key[:, query_index] if query is None else query
+    weight_channels = None
+    if opts.kernel in ("standard", "separable") and weight is not None:
+        weight_channels = weight.shape[1] if opts.kernel == "standard" else weight.shape[0]
+        weight_channels -= 2 if opts.positional_encoding == "coords" and opts.coords_to_values else 0
+    _check_inputs(opts, value, query, key, grid, query_index, weight_channels)
+    k = opts.k if opts.k is not None else opts.max_k(N)
+    use = resolve_backend(backend or opts.backend)  # type: ignore[arg-type]
+
+    query, key, value = encode_positions(opts, query, key, value, grid, query_index, pos_table)
+    if use == "fast" and _is_attention(opts, k, N) and query.shape[1] == N:
+        out = F.scaled_dot_product_attention(query, key, value, dropout_p=dropout_p if training else 0.0)
+        return aggregate(out.unsqueeze(2), None, "sum", bias=bias)
+
+    table = candidate_table(opts, N, query_index, grid, sample, training, generator)
+    distance = chebyshev_distance(query_index, table, grid) if grid is not None else None
+    index, slots, dense_w = select_neighbors(opts, query, key, table, distance, k, use)
+    weights = None
+    if opts.weighting != "none":
+        scores = neighbor_scores(opts, query, key, table, distance, index, slots, dense_w)
+        weights = scores.softmax(-1) if opts.weighting == "softmax" else scores
+        if dropout_p and training:
+            weights = F.dropout(weights, dropout_p)
+    neighbors = gather_tokens(value, index, table.has_null)  # (B, Nq, k, C)
+    return aggregate(neighbors, weights, opts.kernel, weight, pointwise_weight, bias)

@@ -1,0 +1,169 @@
+"""Token positions and candidate tables.
+
+Tokens are ``(B, N, C)`` with ``N = P + H * W``: ``P`` prefix tokens (class or
+register tokens, which have no position) followed by an ``H x W`` map in raster
+order. A *candidate table* lists, for each query, the tokens it may choose from,
+always in raster order, so that a stable sort breaks ties by the lower token index
+and "offset order" is simply ascending slot order.
+
+Index ``N`` in a table stands for a zero "null" token: the zero padding outside
+the map used by zero-padded windows.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class Grid:
+    """Layout of ``P + H * W`` tokens: ``num_prefix`` position-less tokens, then an H x W map."""
+
+    height: int
+    width: int
+    num_prefix: int = 0
+
+    @property
+    def num_tokens(self) -> int:
+        return self.num_prefix + self.height * self.width
+
+    @property
+    def far(self) -> int:
+        """Distance used between a prefix token and any other token: beyond every map distance."""
+        return max(self.height, self.width)
+
+    def positions(self, index: Tensor) -> Tensor:
+        """``(row, col)`` of token ``index`` (any shape) -> ``(*index.shape, 2)`` long.
+
+        Prefix tokens get ``(0, 0)``; callers mask them with :meth:`is_prefix`.
+        """
+        t = (index - self.num_prefix).clamp(min=0)
+        return torch.stack((t // self.width, t % self.width), dim=-1)
+
+    def is_prefix(self, index: Tensor) -> Tensor:
+        return index < self.num_prefix
+
+
+@dataclass
+class CandidateTable:
+    """Candidate tokens of every query.
+
+    Attributes:
+        index: ``(Q, M)`` long token indices, ``Q`` is 1 (shared by all queries) or
+            ``Nq``; the value ``N`` is the zero null token.
+        position: ``(Q, M, 2)`` long ``(row, col)`` of each candidate, also for null
+            tokens (their out-of-map position), or ``None`` without a grid.
+        has_null: whether the null token may occur (zero-padded windows).
+        forced_self: if True, slot 0 holds the query itself and must be selected;
+            other slots equal to the query are duplicates and must not be selected.
+    """
+
+    index: Tensor
+    position: Tensor | None
+    forced_self: bool = False
+    has_null: bool = False
+
+    @property
+    def size(self) -> int:
+        return self.index.shape[-1]
+
+
+def all_candidates(num_tokens: int, grid: Grid | None, device: torch.device) -> CandidateTable:
+    """Every token is a candidate of every query: a shared ``(1, N)`` table."""
+    index = torch.arange(num_tokens, device=device).unsqueeze(0)
+    position = grid.positions(index) if grid is not None else None
+    return CandidateTable(index, position)
+
+
+def window_candidates(
+    query_index: Tensor, grid: Grid, window_size: int, border: str
+) -> CandidateTable:
+    """The ``s x s`` window around each query, in raster order: ``(Nq, s*s)``.
+
+    ``border="pad"``: the window is centred on the query and positions outside the
+    map are the zero null token (like a zero-padded convolution).
+    ``border="shift"``: the window is shifted inward to lie inside the map, as in
+    neighborhood attention (NATTEN); needs ``s <= H`` and ``s <= W``.
+    """
+    s, r = window_size, window_size // 2
+    qpos = grid.positions(query_index)  # (Nq, 2)
+    offsets = torch.arange(s, device=query_index.device) - r
+    if border == "shift":
+        size = torch.tensor([grid.height, grid.width], device=query_index.device)
+        start = (qpos - r).clamp(min=0)
+        start = torch.minimum(start, size - s)
+        rows = start[:, 0:1] + offsets + r  # (Nq, s)
+        cols = start[:, 1:2] + offsets + r
+    else:
+        rows = qpos[:, 0:1] + offsets
+        cols = qpos[:, 1:2] + offsets
+    rows = rows[:, :, None].expand(-1, s, s)
+    cols = cols[:, None, :].expand(-1, s, s)
+    position = torch.stack((rows, cols), dim=-1).reshape(-1, s * s, 2)
+    inside = (
+        (position[..., 0] >= 0)
+        & (position[..., 0] < grid.height)
+        & (position[..., 1] >= 0)
+        & (position[..., 1] < grid.width)
+    )
+    index = grid.num_prefix + position[..., 0] * grid.width + position[..., 1]
+    index = torch.where(inside, index, torch.full_like(index, grid.num_tokens))
+    return CandidateTable(index, position, has_null=border == "pad")
+
+
+def spatial_sample(grid: Grid, num_samples: int, device: torch.device) -> Tensor:
+    """An evenly spaced ``s x s`` grid of map tokens (``s = floor(sqrt(r))``) including
+    the border rows and columns: ``(s*s,)`` long token indices in raster order."""
+    s = math.isqrt(num_samples)
+    rows = torch.linspace(0, grid.height - 1, s, device=device, dtype=torch.float64).round().long()
+    cols = torch.linspace(0, grid.width - 1, s, device=device, dtype=torch.float64).round().long()
+    return grid.num_prefix + (rows[:, None] * grid.width + cols[None, :]).reshape(-1)
+
+
+def random_sample(
+    num_tokens: int,
+    num_samples: int,
+    device: torch.device,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """``r`` distinct tokens drawn uniformly, sorted into raster order: ``(r,)`` long.
+
+    Draws from ``generator`` (on its own device) or, when ``None``, from the global RNG.
+    """
+    gen_device = generator.device if generator is not None else device
+    perm = torch.randperm(num_tokens, generator=generator, device=gen_device)
+    return perm[:num_samples].sort().values.to(device)
+
+
+def sampled_candidates(
+    sample: Tensor, query_index: Tensor, grid: Grid | None
+) -> CandidateTable:
+    """Shared sample plus the query itself in slot 0: ``(Nq, 1 + r)``."""
+    index = torch.cat(
+        (query_index[:, None], sample[None, :].expand(query_index.shape[0], -1)), dim=1
+    )
+    position = grid.positions(index) if grid is not None else None
+    return CandidateTable(index, position, forced_self=True)
+
+
+def chebyshev_distance(
+    query_index: Tensor, table: CandidateTable, grid: Grid
+) -> Tensor:
+    """Chebyshev distance from each query to each candidate: ``(Nq or 1, M)`` long.
+
+    With it the ``s*s`` nearest positions are exactly the ``s x s`` window for every
+    odd ``s``. Prefix tokens (no position) are at distance 0 from themselves and
+    ``max(H, W)`` (beyond every map distance) from every other token.
+    """
+    qpos = grid.positions(query_index)[:, None, :]  # (Nq, 1, 2)
+    assert table.position is not None
+    dist = (qpos - table.position).abs().amax(dim=-1)  # (Nq, M)
+    q_prefix = grid.is_prefix(query_index)[:, None]
+    c_prefix = grid.is_prefix(table.index)
+    same = query_index[:, None] == table.index
+    prefix_dist = torch.where(same, 0, grid.far)
+    return torch.where(q_prefix | c_prefix, prefix_dist, dist)

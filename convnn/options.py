@@ -1,0 +1,181 @@
+"""Option names of the ConvNN operator and their validation.
+
+Every option set is a ``Literal`` type; :func:`check_choice` turns a wrong value
+into a ``ValueError`` that names the parameter, the value and the allowed set.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal, get_args
+
+Candidates = Literal["all", "random", "spatial", "window"]
+Similarity = Literal["dot", "cosine", "euclidean", "location", "mixed"]
+FeatureSimilarity = Literal["dot", "cosine", "euclidean"]
+Weighting = Literal["none", "similarity", "softmax"]
+Kernel = Literal["standard", "depthwise", "separable", "sum"]
+PositionalEncoding = Literal["none", "coords", "sincos", "learned", "rope"]
+Order = Literal["auto", "rank", "offset"]
+WindowBorder = Literal["pad", "shift"]
+Backend = Literal["auto", "reference", "fast"]
+
+BACKEND_ENV = "CONVNN_BACKEND"
+
+
+def check_choice(name: str, value: object, allowed: Sequence[str] | type) -> None:
+    """Raise ``ValueError`` unless ``value`` is one of ``allowed`` (a list or a ``Literal``)."""
+    choices = get_args(allowed) if not isinstance(allowed, (list, tuple)) else tuple(allowed)
+    if value not in choices:
+        raise ValueError(f"{name}={value!r} is not allowed; choose one of {list(choices)}")
+
+
+def check_ratio(name: str, value: float) -> None:
+    """Raise ``ValueError`` unless ``0 <= value <= 1``."""
+    if not (isinstance(value, (int, float)) and 0.0 <= float(value) <= 1.0):
+        raise ValueError(f"{name}={value!r} is outside the allowed range [0, 1]")
+
+
+def check_positive_int(name: str, value: object, allow_none: bool = False) -> None:
+    """Raise ``ValueError`` unless ``value`` is an int >= 1 (or ``None`` when allowed)."""
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        allowed = "a positive integer" + (" or None" if allow_none else "")
+        raise ValueError(f"{name}={value!r} is not allowed; expected {allowed}")
+
+
+def resolve_backend(backend: Backend) -> Literal["reference", "fast"]:
+    """The one place that picks the implementation.
+
+    ``backend="auto"`` reads the ``CONVNN_BACKEND`` environment variable and falls
+    back to ``"fast"``; an explicit ``"reference"`` or ``"fast"`` always wins.
+    """
+    check_choice("backend", backend, Backend)
+    if backend == "auto":
+        backend = os.environ.get(BACKEND_ENV, "fast") or "fast"
+        check_choice(f"environment variable {BACKEND_ENV}", backend, ["reference", "fast"])
+    return backend  # type: ignore[return-value]
+
+
+def resolve_order(order: Order, similarity: Similarity, candidates: Candidates) -> str:
+    """``auto`` means offset order for ``location`` similarity or ``window`` candidates."""
+    check_choice("order", order, Order)
+    if order != "auto":
+        return order
+    return "offset" if similarity == "location" or candidates == "window" else "rank"
+
+
+@dataclass(frozen=True)
+class ConvNNOptions:
+    """Every choice of the ConvNN operator, validated once when built.
+
+    Attributes:
+        k: neighbors per query; ``None`` selects every candidate (attention).
+        similarity: ranks the candidates (``dot``, ``cosine``, ``euclidean``,
+            ``location``, ``mixed``).
+        weighting: ``none`` (1), ``similarity`` (the raw score) or ``softmax``.
+        weighting_similarity: similarity behind the weights; ``None`` = ``similarity``.
+        lam: weight of the feature similarity in ``mixed`` (the rest is location).
+        mixed_feature: feature similarity used inside ``mixed``.
+        candidates: ``all``, ``random`` (``num_samples`` tokens), ``spatial``
+            (``floor(sqrt(num_samples))^2`` grid tokens) or ``window`` (``window_size``).
+        window_border: ``pad`` (zero tokens outside the map) or ``shift`` (NATTEN).
+        order: ``rank`` (most similar first), ``offset`` (raster order of the
+            neighbor's position, as kernel taps of a convolution) or ``auto``
+            (offset for ``location`` or ``window``, rank otherwise).
+        kernel: aggregation kernel, see :mod:`convnn.aggregation`.
+        positional_encoding: added to the selection features only (``coords``
+            appends 2 channels, also to the values when ``coords_to_values``).
+        sample_seed: seed of the fixed ``random`` candidate set used in eval mode.
+        selection_budget_mb: the fast backend selects over blocks of queries whose
+            similarity block stays under this many MiB.
+        backend: ``auto`` (``CONVNN_BACKEND`` or ``fast``), ``reference`` or ``fast``.
+    """
+
+    k: int | None = 9
+    similarity: Similarity = "cosine"
+    weighting: Weighting = "none"
+    weighting_similarity: Similarity | None = None
+    lam: float = 0.5
+    mixed_feature: FeatureSimilarity = "cosine"
+    candidates: Candidates = "all"
+    num_samples: int | None = None
+    window_size: int | None = None
+    window_border: WindowBorder = "pad"
+    order: Order = "auto"
+    kernel: Kernel = "standard"
+    positional_encoding: PositionalEncoding = "none"
+    coords_to_values: bool = False
+    sample_seed: int = 0
+    selection_budget_mb: float = 256.0
+    backend: Backend = "auto"
+
+    def __post_init__(self) -> None:
+        check_positive_int("k", self.k, allow_none=True)
+        check_choice("similarity", self.similarity, Similarity)
+        check_choice("weighting", self.weighting, Weighting)
+        if self.weighting_similarity is not None:
+            check_choice("weighting_similarity", self.weighting_similarity, Similarity)
+        check_ratio("lam", self.lam)
+        check_choice("mixed_feature", self.mixed_feature, FeatureSimilarity)
+        check_choice("candidates", self.candidates, Candidates)
+        check_choice("window_border", self.window_border, WindowBorder)
+        check_choice("order", self.order, Order)
+        check_choice("kernel", self.kernel, Kernel)
+        check_choice("positional_encoding", self.positional_encoding, PositionalEncoding)
+        check_choice("backend", self.backend, Backend)
+        if self.selection_budget_mb <= 0:
+            raise ValueError(f"selection_budget_mb={self.selection_budget_mb!r} must be > 0")
+        self._check_candidates()
+
+    def _check_candidates(self) -> None:
+        c = self.candidates
+        if c in ("random", "spatial"):
+            if self.num_samples is None:
+                raise ValueError(f"num_samples is required with candidates={c!r}")
+            check_positive_int("num_samples", self.num_samples)
+            if self.k is None:
+                raise ValueError(f"k=None (all candidates) is not allowed with candidates={c!r}")
+        if c == "window":
+            if self.window_size is None:
+                raise ValueError("window_size is required with candidates='window'")
+            check_positive_int("window_size", self.window_size)
+            if self.window_size % 2 == 0:
+                raise ValueError(f"window_size={self.window_size} must be odd")
+        available = self.max_k()
+        if self.k is not None and available is not None and self.k > available:
+            raise ValueError(
+                f"k={self.k} is larger than the {available} candidates of "
+                f"candidates={c!r}; allowed: 1 <= k <= {available}"
+            )
+
+    def max_k(self, num_tokens: int | None = None) -> int | None:
+        """Number of candidates per query (``None`` if it depends on an unknown N)."""
+        if self.candidates == "window":
+            return self.window_size**2  # type: ignore[operator]
+        if self.candidates == "random":
+            return self.num_samples
+        if self.candidates == "spatial":
+            return math.isqrt(self.num_samples) ** 2  # type: ignore[arg-type]
+        return num_tokens
+
+    @property
+    def resolved_order(self) -> str:
+        return resolve_order(self.order, self.similarity, self.candidates)
+
+    @property
+    def score_for_weights(self) -> str:
+        return self.weighting_similarity or self.similarity
+
+    @property
+    def needs_grid(self) -> bool:
+        spatial = {"location", "mixed"}
+        return (
+            self.similarity in spatial
+            or self.score_for_weights in spatial
+            or self.candidates in ("spatial", "window")
+            or self.positional_encoding != "none"
+        )

@@ -1,0 +1,76 @@
+"""Positional encodings of the selection features (SPEC §1.2).
+
+All functions take token positions from a :class:`~convnn.geometry.Grid`; prefix
+tokens (no position) get a zero encoding (``rope``: no rotation).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .geometry import Grid
+
+
+def _norm_coords(grid: Grid, index: Tensor, dtype: torch.dtype) -> Tensor:
+    """``(x, y)`` in ``[-1, 1]`` of tokens ``index`` ``(N,)`` -> ``(N, 2)``; prefix tokens 0."""
+    pos = grid.positions(index).to(dtype)
+    span = torch.tensor([max(grid.width - 1, 1), max(grid.height - 1, 1)], dtype=dtype)
+    xy = pos.flip(-1) / span.to(pos.device) * 2 - 1
+    if grid.width == 1:
+        xy[:, 0] = 0
+    if grid.height == 1:
+        xy[:, 1] = 0
+    return torch.where(grid.is_prefix(index)[:, None], torch.zeros_like(xy), xy)
+
+
+def coords(grid: Grid, index: Tensor, dtype: torch.dtype) -> Tensor:
+    """Normalized coordinates to append as 2 extra channels: ``(N, 2)``."""
+    return _norm_coords(grid, index, dtype)
+
+
+def _frequencies(dim: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+    return 1.0 / 10000 ** (torch.arange(dim, device=device, dtype=dtype) / dim)
+
+
+def sincos(grid: Grid, index: Tensor, dim: int, dtype: torch.dtype) -> Tensor:
+    """Fixed 2-D sine-cosine encoding ``(N, dim)``; ``dim`` divisible by 4.
+
+    The first half encodes the column, the second the row (MAE / timm convention)."""
+    pos = grid.positions(index).to(dtype)  # (N, 2) rows, cols
+    freq = _frequencies(dim // 4, index.device, dtype)
+    parts = []
+    for axis in (1, 0):
+        angle = pos[:, axis : axis + 1] * freq  # (N, dim/4)
+        parts += [angle.sin(), angle.cos()]
+    enc = torch.cat(parts, dim=-1)
+    return torch.where(grid.is_prefix(index)[:, None], torch.zeros_like(enc), enc)
+
+
+def learned(grid: Grid, index: Tensor, table: Tensor) -> Tensor:
+    """Learned table ``(dim, H0, W0)`` resized bilinearly to the map: ``(N, dim)``."""
+    resized = F.interpolate(
+        table[None], size=(grid.height, grid.width), mode="bilinear", align_corners=False
+    )[0]
+    flat = resized.flatten(1).t()  # (H*W, dim)
+    t = (index - grid.num_prefix).clamp(min=0)
+    enc = flat[t]
+    return torch.where(grid.is_prefix(index)[:, None], torch.zeros_like(enc), enc)
+
+
+def rope(x: Tensor, grid: Grid, index: Tensor) -> Tensor:
+    """2-D rotary encoding of ``x`` ``(B, N, D)``, ``D`` divisible by 4: the first half of
+    the channels is rotated by the column, the second half by the row."""
+    dim = x.shape[-1]
+    pos = grid.positions(index).to(x.dtype)
+    pos = torch.where(grid.is_prefix(index)[:, None], torch.zeros_like(pos), pos)
+    freq = _frequencies(dim // 4, x.device, x.dtype)
+    halves = []
+    for half, axis in zip(x.chunk(2, dim=-1), (1, 0), strict=True):
+        angle = pos[:, axis : axis + 1] * freq  # (N, D/4)
+        cos, sin = angle.cos(), angle.sin()
+        a, b = half[..., 0::2], half[..., 1::2]
+        rotated = torch.stack((a * cos - b * sin, a * sin + b * cos), dim=-1)
+        halves.append(rotated.flatten(-2))
+    return torch.cat(halves, dim=-1)

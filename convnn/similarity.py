@@ -1,0 +1,69 @@
+"""Similarity scores between queries and candidates (SPEC §1.4).
+
+Candidates come either *shared* by all queries, ``(B, M, D)``, or *per query*,
+``(B, Nq, M, D)``; scores are ``(B, Nq, M)``, higher means more similar.
+Scores are computed in at least float32, also under autocast, so that reduced
+precision never changes which neighbors are selected.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+EPS = 1e-8
+
+
+def score_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float64 stays float64; everything else is computed in float32."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _dot(q: Tensor, kc: Tensor) -> Tensor:
+    if kc.dim() == 3:
+        return q @ kc.transpose(-2, -1)
+    return (q.unsqueeze(-2) * kc).sum(-1)
+
+
+def feature_scores(kind: str, q: Tensor, kc: Tensor) -> Tensor:
+    """``dot`` (scaled by ``1/sqrt(D)``), ``cosine`` or ``euclidean`` (negative distance).
+
+    Args:
+        q: ``(B, Nq, D)`` query features.
+        kc: ``(B, M, D)`` shared or ``(B, Nq, M, D)`` per-query candidate features.
+    Returns:
+        ``(B, Nq, M)`` scores. A zero vector has cosine 0 to everything; the distance
+        is ``sqrt(d^2 + eps)`` so that coincident tokens have finite gradients.
+    """
+    with torch.autocast(q.device.type, enabled=False):
+        dtype = score_dtype(q.dtype)
+        q, kc = q.to(dtype), kc.to(dtype)
+        if kind == "dot":
+            return _dot(q, kc) / math.sqrt(q.shape[-1])
+        if kind == "cosine":
+            qn = torch.nn.functional.normalize(q, dim=-1, eps=EPS)
+            kn = torch.nn.functional.normalize(kc, dim=-1, eps=EPS)
+            return _dot(qn, kn)
+        if kind == "euclidean":
+            if kc.dim() == 4:
+                sq = (q.unsqueeze(-2) - kc).square().sum(-1)
+            else:
+                q2 = q.square().sum(-1, keepdim=True)
+                k2 = kc.square().sum(-1).unsqueeze(-2)
+                sq = (q2 + k2 - 2 * _dot(q, kc)).clamp(min=0)
+            return -(sq + EPS).sqrt()
+        raise ValueError(f"similarity={kind!r} is not a feature similarity")
+
+
+def standardize(scores: Tensor) -> Tensor:
+    """Zero mean, unit variance over the candidates (last dim) of each query."""
+    mean = scores.mean(-1, keepdim=True)
+    std = scores.std(-1, keepdim=True, unbiased=False)
+    return (scores - mean) / (std + EPS)
+
+
+def mixed_scores(feature: Tensor, location: Tensor, lam: float) -> Tensor:
+    """``lam * standardized feature + (1 - lam) * standardized location`` similarity."""
+    return lam * standardize(feature) + (1 - lam) * standardize(location)
