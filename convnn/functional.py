@@ -14,6 +14,8 @@ kernel. Two backends compute the same function:
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -24,6 +26,7 @@ from .geometry import (
     CandidateTable,
     Grid,
     all_candidates,
+    conv_queries,
     chebyshev_distance,
     random_sample,
     sampled_candidates,
@@ -33,7 +36,9 @@ from .geometry import (
 from .options import ConvNNOptions, resolve_backend
 from .selection import gather_tokens, neighbor_scores, select_neighbors
 
-__all__ = ["ConvNNOptions", "Grid", "convnn", "candidate_table", "encode_positions"]
+__all__ = [
+    "ConvNNOptions", "Grid", "convnn", "convnn2d", "candidate_table", "encode_positions"
+]
 
 
 def _check_inputs(
@@ -67,26 +72,26 @@ def _check_inputs(
     if opts.candidates in ("random", "spatial") and opts.num_samples > N:  # type: ignore[operator]
         raise ValueError(f"num_samples={opts.num_samples} is larger than the N={N} tokens; "
                          f"allowed: k <= num_samples <= {N}")
-    if opts.candidates == "spatial":
-        side = int(opts.num_samples**0.5)  # type: ignore[operator]
+    if opts.candidates == "spatial" and grid.height > 1:  # type: ignore[union-attr]
+        side = math.isqrt(opts.num_samples)  # type: ignore[arg-type]
         if side > min(grid.height, grid.width):  # type: ignore[union-attr]
             raise ValueError(f"num_samples={opts.num_samples} asks for a {side}x{side} grid, "
-                             f"larger than the {grid.height}x{grid.width} map")  # type: ignore[union-attr]
+                             f"larger than the {grid.height}x{grid.width} map")  # type: ignore
     if opts.candidates == "window":
         if grid.num_prefix:  # type: ignore[union-attr]
             raise ValueError("candidates='window' does not support prefix (class) tokens")
-        s = opts.window_size
-        if opts.window_border == "shift" and s > min(grid.height, grid.width):  # type: ignore
-            raise ValueError(f"window_size={s} is larger than the {grid.height}x{grid.width} "
-                             "map; window_border='shift' needs s <= H and s <= W")
+        sh, sw = opts.window_shape
+        if opts.window_border == "shift" and (sh > grid.height or sw > grid.width):  # type: ignore
+            raise ValueError(f"window_size={opts.window_size} is larger than the "
+                             f"{grid.height}x{grid.width} map; window_border='shift' needs "
+                             "the window inside the map")  # type: ignore
     if opts.k is not None and opts.candidates == "all" and opts.k > N:
         raise ValueError(f"k={opts.k} is larger than the N={N} candidate tokens; "
                          f"allowed: 1 <= k <= {N}")
-    for name, t in (("dim", key.shape[-1]),):
-        if opts.positional_encoding in ("sincos", "rope", "learned") and t % 4 and \
-                opts.positional_encoding != "learned":
-            raise ValueError(f"positional_encoding={opts.positional_encoding!r} needs the "
-                             f"selection feature {name} divisible by 4, got {t}")
+    dim = key.shape[-1]
+    if opts.positional_encoding in ("sincos", "rope") and dim % 4:
+        raise ValueError(f"positional_encoding={opts.positional_encoding!r} needs the selection "
+                         f"feature dimension divisible by 4, got {dim}")
 
 
 def candidate_table(
@@ -108,7 +113,7 @@ def candidate_table(
     if opts.candidates == "all":
         return all_candidates(num_tokens, grid, device)
     if opts.candidates == "window":
-        return window_candidates(query_index, grid, opts.window_size, opts.window_border)  # type: ignore
+        return window_candidates(query_index, grid, opts.window_shape, opts.window_border)  # type: ignore
     if opts.candidates == "spatial":
         return sampled_candidates(spatial_sample(grid, opts.num_samples, device), query_index, grid)  # type: ignore
     if sample is None:
@@ -234,3 +239,39 @@ def convnn(
             weights = F.dropout(weights, dropout_p)
     neighbors = gather_tokens(value, index, table.has_null)  # (B, Nq, k, C)
     return aggregate(neighbors, weights, opts.kernel, weight, pointwise_weight, bias)
+
+
+def convnn2d(
+    x: Tensor,
+    *,
+    options: ConvNNOptions,
+    kernel_size: tuple[int, int],
+    stride: tuple[int, int] = (1, 1),
+    padding: tuple[int, int] = (0, 0),
+    weight: Tensor | None = None,
+    pointwise_weight: Tensor | None = None,
+    bias: Tensor | None = None,
+    pos_table: Tensor | None = None,
+    generator: torch.Generator | None = None,
+    training: bool = False,
+    backend: str | None = None,
+) -> Tensor:
+    """ConvNN on a feature map ``(B, C, H, W)`` -> ``(B, O, Ho, Wo)``.
+
+    The output grid is that of ``nn.Conv2d`` with the same ``kernel_size``,
+    ``stride`` and ``padding``: each query sits at the centre of a convolution
+    window. The map is zero-padded by ``padding`` and the padding tokens are
+    candidates, except for shifted windows (NATTEN), which stay inside the input.
+    """
+    B, C, H, W = x.shape
+    shift = options.candidates == "window" and options.window_border == "shift"
+    grid, query_index, (Ho, Wo) = conv_queries(H, W, kernel_size, stride, padding, not shift)
+    if not shift and any(padding):
+        x = F.pad(x, (padding[1], padding[1], padding[0], padding[0]))
+    tokens = x.flatten(2).transpose(1, 2)  # (B, Hp*Wp, C)
+    out = convnn(
+        tokens, options=options, weight=weight, pointwise_weight=pointwise_weight, bias=bias,
+        grid=grid, query_index=query_index.to(x.device), pos_table=pos_table,
+        generator=generator, training=training, backend=backend,
+    )  # (B, Ho*Wo, O)
+    return out.transpose(1, 2).reshape(B, -1, Ho, Wo)

@@ -80,30 +80,27 @@ def all_candidates(num_tokens: int, grid: Grid | None, device: torch.device) -> 
 
 
 def window_candidates(
-    query_index: Tensor, grid: Grid, window_size: int, border: str
+    query_index: Tensor, grid: Grid, window_shape: tuple[int, int], border: str
 ) -> CandidateTable:
-    """The ``s x s`` window around each query, in raster order: ``(Nq, s*s)``.
+    """The ``sh x sw`` window around each query, in raster order: ``(Nq, sh*sw)``.
 
     ``border="pad"``: the window is centred on the query and positions outside the
     map are the zero null token (like a zero-padded convolution).
     ``border="shift"``: the window is shifted inward to lie inside the map, as in
     neighborhood attention (NATTEN); needs ``s <= H`` and ``s <= W``.
     """
-    s, r = window_size, window_size // 2
     qpos = grid.positions(query_index)  # (Nq, 2)
-    offsets = torch.arange(s, device=query_index.device) - r
-    if border == "shift":
-        size = torch.tensor([grid.height, grid.width], device=query_index.device)
-        start = (qpos - r).clamp(min=0)
-        start = torch.minimum(start, size - s)
-        rows = start[:, 0:1] + offsets + r  # (Nq, s)
-        cols = start[:, 1:2] + offsets + r
-    else:
-        rows = qpos[:, 0:1] + offsets
-        cols = qpos[:, 1:2] + offsets
-    rows = rows[:, :, None].expand(-1, s, s)
-    cols = cols[:, None, :].expand(-1, s, s)
-    position = torch.stack((rows, cols), dim=-1).reshape(-1, s * s, 2)
+    axes = []
+    for axis, (s, size) in enumerate(zip(window_shape, (grid.height, grid.width), strict=True)):
+        r = s // 2
+        start = qpos[:, axis : axis + 1] - r
+        if border == "shift":
+            start = start.clamp(min=0).clamp(max=size - s)
+        axes.append(start + torch.arange(s, device=query_index.device))  # (Nq, s)
+    sh, sw = window_shape
+    rows = axes[0][:, :, None].expand(-1, sh, sw)
+    cols = axes[1][:, None, :].expand(-1, sh, sw)
+    position = torch.stack((rows, cols), dim=-1).reshape(-1, sh * sw, 2)
     inside = (
         (position[..., 0] >= 0)
         & (position[..., 0] < grid.height)
@@ -115,12 +112,44 @@ def window_candidates(
     return CandidateTable(index, position, has_null=border == "pad")
 
 
+def conv_queries(
+    height: int, width: int, kernel_size: tuple[int, int], stride: tuple[int, int],
+    padding: tuple[int, int], materialize_padding: bool,
+) -> tuple[Grid, Tensor, tuple[int, int]]:
+    """Queries of a ConvNN layer sit at the centres of the matching convolution's windows.
+
+    Args:
+        materialize_padding: if True the map is zero-padded (the caller pads the
+            input) and padding tokens are candidates; if False the map is the input
+            itself and the centres must lie inside it.
+    Returns:
+        ``(grid, query_index (Ho*Wo,), (Ho, Wo))``.
+    """
+    out, centres = [], []
+    for size, ks, st, pad in zip((height, width), kernel_size, stride, padding, strict=True):
+        n = (size + 2 * pad - ks) // st + 1
+        if n < 1:
+            raise ValueError(f"input size {height}x{width} is smaller than kernel_size "
+                             f"{kernel_size} with padding {padding}")
+        first = ks // 2 if materialize_padding else ks // 2 - pad
+        out.append(n)
+        centres.append(first + torch.arange(n) * st)
+    if materialize_padding:
+        height, width = height + 2 * padding[0], width + 2 * padding[1]
+    index = (centres[0][:, None] * width + centres[1][None, :]).reshape(-1)
+    return Grid(height, width), index, (out[0], out[1])
+
+
 def spatial_sample(grid: Grid, num_samples: int, device: torch.device) -> Tensor:
     """An evenly spaced ``s x s`` grid of map tokens (``s = floor(sqrt(r))``) including
-    the border rows and columns: ``(s*s,)`` long token indices in raster order."""
-    s = math.isqrt(num_samples)
-    rows = torch.linspace(0, grid.height - 1, s, device=device, dtype=torch.float64).round().long()
-    cols = torch.linspace(0, grid.width - 1, s, device=device, dtype=torch.float64).round().long()
+    the border rows and columns: ``(s*s,)`` long token indices in raster order.
+    On a one-row map (sequences) it is ``r`` evenly spaced tokens."""
+    sh, sw = (1, num_samples) if grid.height == 1 else (math.isqrt(num_samples),) * 2
+
+    def spaced(n: int, size: int) -> Tensor:
+        return torch.linspace(0, size - 1, n, device=device, dtype=torch.float64).round().long()
+
+    rows, cols = spaced(sh, grid.height), spaced(sw, grid.width)
     return grid.num_prefix + (rows[:, None] * grid.width + cols[None, :]).reshape(-1)
 
 

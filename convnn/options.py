@@ -103,7 +103,7 @@ class ConvNNOptions:
     mixed_feature: FeatureSimilarity = "cosine"
     candidates: Candidates = "all"
     num_samples: int | None = None
-    window_size: int | None = None
+    window_size: int | tuple[int, int] | None = None
     window_border: WindowBorder = "pad"
     order: Order = "auto"
     kernel: Kernel = "standard"
@@ -142,9 +142,12 @@ class ConvNNOptions:
         if c == "window":
             if self.window_size is None:
                 raise ValueError("window_size is required with candidates='window'")
-            check_positive_int("window_size", self.window_size)
-            if self.window_size % 2 == 0:
-                raise ValueError(f"window_size={self.window_size} must be odd")
+            sizes = self.window_size
+            sizes = sizes if isinstance(sizes, tuple) else (sizes, sizes)
+            for s in sizes:
+                check_positive_int("window_size", s)
+                if s % 2 == 0:
+                    raise ValueError(f"window_size={self.window_size} must be odd")
         available = self.max_k()
         if self.k is not None and available is not None and self.k > available:
             raise ValueError(
@@ -155,12 +158,18 @@ class ConvNNOptions:
     def max_k(self, num_tokens: int | None = None) -> int | None:
         """Number of candidates per query (``None`` if it depends on an unknown N)."""
         if self.candidates == "window":
-            return self.window_size**2  # type: ignore[operator]
+            return self.window_shape[0] * self.window_shape[1]
         if self.candidates == "random":
             return self.num_samples
         if self.candidates == "spatial":
             return math.isqrt(self.num_samples) ** 2  # type: ignore[arg-type]
         return num_tokens
+
+    @property
+    def window_shape(self) -> tuple[int, int]:
+        """``(sh, sw)`` of the window; an int ``s`` means ``s x s``."""
+        s = self.window_size or 1
+        return s if isinstance(s, tuple) else (s, s)
 
     @property
     def resolved_order(self) -> str:

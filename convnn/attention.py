@@ -1,0 +1,227 @@
+"""Attention-style ConvNN: a drop-in for timm's ViT ``Attention``.
+
+Per head, learned ``q/k/v`` projections give the selection features and values;
+each query aggregates its ``k`` selected neighbors (SPEC §1). With ``k=None``
+(all tokens), ``softmax(dot)`` weighting and the ``sum`` kernel the layer is
+exactly multi-head self-attention; with ``k < N`` it is KVT top-k attention.
+
+Token layout: ``num_prefix_tokens`` class/register tokens, then a square
+``S x S`` patch map. Prefix tokens take part as ordinary tokens in feature
+similarities. For ``location`` similarity they have no position: a prefix token
+is at distance 0 from itself and farther than any patch from every other token,
+so patch queries never pick a prefix token before all patches, and a prefix
+query picks itself first, then the other tokens in index order (ties).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .aggregation import weight_shapes
+from .functional import Grid, convnn
+from .layers import options_repr
+from .options import (
+    Backend,
+    Candidates,
+    ConvNNOptions,
+    FeatureSimilarity,
+    Kernel,
+    Order,
+    PositionalEncoding,
+    Similarity,
+    Weighting,
+    WindowBorder,
+    check_positive_int,
+    check_ratio,
+)
+
+
+class ConvNNAttention(nn.Module):
+    """ConvNN-attention on tokens ``(B, N, dim) -> (B, N, dim_out)``.
+
+    Accepts timm ``Attention``'s constructor arguments and ``forward`` signature and
+    keeps its parameter names (``qkv``, ``q_norm``, ``k_norm``, ``norm``, ``proj``),
+    so timm ViT weights load. Neighbors are selected per head. The ConvNN options
+    follow :class:`convnn.ConvNNOptions`; kernels act on the head dimension and are
+    shared by the heads.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int = 8,
+        qkv_bias: bool = False,
+        qk_norm: bool = False,
+        scale_norm: bool = False,
+        proj_bias: bool = True,
+        attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
+        norm_layer: type[nn.Module] | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        *,
+        attn_head_dim: int | None = None,
+        dim_out: int | None = None,
+        k: int | None = 9,
+        similarity: Similarity = "dot",
+        weighting: Weighting = "softmax",
+        weighting_similarity: Similarity | None = None,
+        lam: float = 0.5,
+        mixed_feature: FeatureSimilarity = "cosine",
+        candidates: Candidates = "all",
+        num_samples: int | None = None,
+        window_size: int | None = None,
+        window_border: WindowBorder = "shift",
+        order: Order = "auto",
+        kernel: Kernel = "sum",
+        positional_encoding: PositionalEncoding = "none",
+        num_prefix_tokens: int = 1,
+        pos_grid_size: tuple[int, int] = (14, 14),
+        sample_seed: int = 0,
+        selection_budget_mb: float = 256.0,
+        backend: Backend = "auto",
+        convnn_heads: int | None = None,
+    ) -> None:
+        super().__init__()
+        check_positive_int("dim", dim)
+        check_positive_int("num_heads", num_heads)
+        if attn_head_dim is None and dim % num_heads:
+            raise ValueError(f"dim={dim} must be divisible by num_heads={num_heads}")
+        if (qk_norm or scale_norm) and norm_layer is None:
+            raise ValueError("norm_layer is required when qk_norm or scale_norm is True")
+        if num_prefix_tokens < 0:
+            raise ValueError(f"num_prefix_tokens={num_prefix_tokens} must be >= 0")
+        self.options = ConvNNOptions(
+            k=k, similarity=similarity, weighting=weighting,
+            weighting_similarity=weighting_similarity, lam=lam, mixed_feature=mixed_feature,
+            candidates=candidates, num_samples=num_samples, window_size=window_size,
+            window_border=window_border, order=order, kernel=kernel,
+            positional_encoding=positional_encoding, sample_seed=sample_seed,
+            selection_budget_mb=selection_budget_mb, backend=backend,
+        )
+        dd = {"device": device, "dtype": dtype}
+        self.num_heads = num_heads
+        self.head_dim = attn_head_dim or dim // num_heads
+        self.attn_dim = num_heads * self.head_dim
+        self.convnn_heads = num_heads if convnn_heads is None else convnn_heads
+        self.num_prefix_tokens = num_prefix_tokens
+        self.dropout_p = attn_drop
+        self.qkv = nn.Linear(dim, self.attn_dim * 3, bias=qkv_bias, **dd)
+        self.q_norm = norm_layer(self.head_dim, **dd) if qk_norm else nn.Identity()
+        self.k_norm = norm_layer(self.head_dim, **dd) if qk_norm else nn.Identity()
+        self.norm = norm_layer(self.attn_dim, **dd) if scale_norm else nn.Identity()
+        self.proj = nn.Linear(self.attn_dim, dim_out or dim, bias=proj_bias, **dd)
+        self.proj_drop = nn.Dropout(proj_drop)
+        shapes = {}
+        if self.convnn_heads:
+            kk = self.options.k or 1
+            shapes = weight_shapes(kernel, self.head_dim, self.head_dim, kk)
+            if kernel != "sum" and self.options.k is None:
+                raise ValueError(f"kernel={kernel!r} needs a fixed k; k=None only with 'sum'")
+        self.weight = nn.Parameter(torch.empty(shapes["weight"], **dd)) if shapes else None
+        pw = shapes.get("pointwise_weight")
+        self.pointwise_weight = nn.Parameter(torch.empty(pw, **dd)) if pw else None
+        self.pos_table = None
+        if positional_encoding == "learned" and self.convnn_heads:
+            self.pos_table = nn.Parameter(torch.zeros(self.head_dim, *pos_grid_size, **dd))
+            nn.init.trunc_normal_(self.pos_table, std=0.02)
+        for p in (self.weight, self.pointwise_weight):
+            if p is not None:
+                nn.init.kaiming_uniform_(p, a=math.sqrt(5))
+
+    def _grid(self, num_tokens: int) -> Grid | None:
+        if not self.options.needs_grid:
+            return None
+        patches = num_tokens - self.num_prefix_tokens
+        side = math.isqrt(max(patches, 0))
+        if patches < 1 or side * side != patches:
+            raise ValueError(
+                f"{num_tokens} tokens minus num_prefix_tokens={self.num_prefix_tokens} is not "
+                "a square patch map, which the chosen spatial options need"
+            )
+        return Grid(side, side, self.num_prefix_tokens)
+
+    def forward(
+        self, x: Tensor, attn_mask: Tensor | None = None, is_causal: bool = False
+    ) -> Tensor:
+        """``(B, N, dim) -> (B, N, dim_out)``. Masks apply to plain attention heads only."""
+        B, N, _ = x.shape
+        h, hc, hd = self.num_heads, self.convnn_heads, self.head_dim
+        if hc and (attn_mask is not None or is_causal):
+            raise ValueError("attn_mask and is_causal are not supported by ConvNN heads")
+        qkv = self.qkv(x).reshape(B, N, 3, h, hd).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)  # (B, h, N, hd)
+        q, k = self.q_norm(q), self.k_norm(k)
+        drop = self.dropout_p if self.training else 0.0
+        heads = []
+        if hc:
+            def fold(t: Tensor) -> Tensor:
+                return t[:, :hc].reshape(B * hc, N, hd)
+
+            out = convnn(
+                fold(v), fold(q), fold(k), options=self.options, weight=self.weight,
+                pointwise_weight=self.pointwise_weight, grid=self._grid(N),
+                pos_table=self.pos_table, training=self.training, dropout_p=drop,
+            )  # (B*hc, N, hd)
+            heads.append(out.view(B, hc, N, hd))
+        if hc < h:
+            heads.append(F.scaled_dot_product_attention(
+                q[:, hc:], k[:, hc:], v[:, hc:], attn_mask=attn_mask, dropout_p=drop,
+                is_causal=is_causal,
+            ))  # (B, h - hc, N, hd)
+        x = heads[0] if len(heads) == 1 else torch.cat(heads, dim=1)  # (B, h, N, hd)
+        x = x.transpose(1, 2).reshape(B, N, self.attn_dim)
+        x = self.norm(x)
+        x = self.proj(x)
+        return self.proj_drop(x)
+
+    @classmethod
+    def from_attention(cls, attn: nn.Module, k: int | None = None, **overrides) -> ConvNNAttention:
+        """A ConvNNAttention with ``attn``'s weights computing the same function.
+
+        ``k=None``: all tokens (exactly self-attention); ``k < N``: KVT top-k attention.
+        """
+        if getattr(attn, "gate", None) is not None:
+            raise ValueError("from_attention does not support gated timm Attention")
+        qkv, proj = attn.qkv, attn.proj
+        settings = dict(similarity="dot", weighting="softmax", kernel="sum", candidates="all")
+        settings.update(overrides)
+        layer = cls(
+            qkv.in_features, attn.num_heads, qkv_bias=qkv.bias is not None,
+            proj_bias=proj.bias is not None, attn_drop=attn.attn_drop.p,
+            proj_drop=attn.proj_drop.p, attn_head_dim=attn.head_dim,
+            dim_out=proj.out_features, device=qkv.weight.device, dtype=qkv.weight.dtype,
+            k=k, **settings,
+        )
+        layer.load_state_dict(attn.state_dict(), strict=False)
+        for name in ("q_norm", "k_norm", "norm"):
+            setattr(layer, name, copy.deepcopy(getattr(attn, name)))
+        return layer
+
+    def extra_repr(self) -> str:
+        return (f"num_heads={self.num_heads}, head_dim={self.head_dim}, "
+                f"convnn_heads={self.convnn_heads}, num_prefix_tokens={self.num_prefix_tokens}, "
+                + options_repr(self.options))
+
+
+class BranchingAttention(ConvNNAttention):
+    """Branching attention (SPEC §3): ``round(ratio * num_heads)`` heads are ConvNN
+    heads, the others ordinary softmax attention; every head reads all input
+    channels through ``qkv`` and ``proj`` mixes the concatenated heads.
+
+    ``ratio=0`` is exactly timm ``Attention``; ``ratio=1`` is :class:`ConvNNAttention`.
+    """
+
+    def __init__(self, dim: int, num_heads: int = 8, *args, ratio: float = 0.5, **kwargs) -> None:
+        check_ratio("ratio", ratio)
+        check_positive_int("num_heads", num_heads)
+        self.ratio = ratio
+        super().__init__(dim, num_heads, *args, convnn_heads=round(ratio * num_heads), **kwargs)
+
+    def extra_repr(self) -> str:
+        return f"ratio={self.ratio}, " + super().extra_repr()

@@ -1,0 +1,61 @@
+"""Branching convolution (SPEC §3): ConvNN and Conv2d side by side."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from .layers import ConvNN2d
+from .options import check_positive_int, check_ratio
+
+
+class BranchingConv2d(nn.Module):
+    """``round(ratio * out_channels)`` output channels from a :class:`ConvNN2d`
+    branch (``convnn``), the rest from an ``nn.Conv2d`` branch (``conv``); both read
+    all input channels and their outputs are concatenated (ConvNN first), then an
+    optional 1x1 ``mix`` projection. ``ratio=0`` builds only ``conv`` (exactly the
+    baseline layer), ``ratio=1`` only ``convnn``.
+
+    ``(B, C, H, W) -> (B, out_channels, Ho, Wo)`` with Conv2d's output size.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 3,
+        stride: int = 1,
+        padding: int | str = 1,
+        bias: bool = True,
+        *,
+        ratio: float = 0.5,
+        mix: bool = False,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        **convnn_kwargs,
+    ) -> None:
+        super().__init__()
+        check_ratio("ratio", ratio)
+        check_positive_int("out_channels", out_channels)
+        self.ratio = ratio
+        self.convnn_channels = round(ratio * out_channels)
+        conv_channels = out_channels - self.convnn_channels
+        dd = {"device": device, "dtype": dtype}
+        self.convnn = None
+        self.conv = None
+        if self.convnn_channels:
+            self.convnn = ConvNN2d(in_channels, self.convnn_channels, kernel_size, stride,
+                                   padding, bias, **convnn_kwargs, **dd)
+        if conv_channels:
+            self.conv = nn.Conv2d(in_channels, conv_channels, kernel_size, stride, padding,
+                                  bias=bias, **dd)
+        self.mix = nn.Conv2d(out_channels, out_channels, 1, **dd) if mix else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``(B, C, H, W) -> (B, O, Ho, Wo)``."""
+        parts = [branch(x) for branch in (self.convnn, self.conv) if branch is not None]
+        out = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+        return out if self.mix is None else self.mix(out)
+
+    def extra_repr(self) -> str:
+        return f"ratio={self.ratio}, convnn_channels={self.convnn_channels}"

@@ -1,0 +1,278 @@
+"""Convolution-style ConvNN layers: drop-ins for ``nn.Conv2d`` and ``nn.Conv1d``.
+
+Identity selection features (``q = key = v = x``); the layer owns the
+aggregation kernel (and a learned positional table) and calls
+:func:`convnn.functional.convnn2d`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import fields
+
+import torch
+from torch import Tensor, nn
+
+from .aggregation import weight_shapes
+from .functional import convnn2d
+from .options import (
+    Backend,
+    Candidates,
+    ConvNNOptions,
+    FeatureSimilarity,
+    Kernel,
+    Order,
+    PositionalEncoding,
+    Similarity,
+    Weighting,
+    WindowBorder,
+    check_positive_int,
+)
+
+
+def _pair(value: int | tuple[int, int], name: str) -> tuple[int, int]:
+    pair = value if isinstance(value, tuple) else (value, value)
+    if len(pair) != 2 or any(isinstance(v, bool) or not isinstance(v, int) for v in pair):
+        raise ValueError(f"{name}={value!r} must be an int or a pair of ints")
+    return pair  # type: ignore[return-value]
+
+
+def options_repr(options: ConvNNOptions) -> str:
+    """The options that differ from their defaults, for ``extra_repr``."""
+    default = ConvNNOptions()
+    parts = [
+        f"{f.name}={getattr(options, f.name)!r}"
+        for f in fields(options)
+        if f.name == "k" or getattr(options, f.name) != getattr(default, f.name)
+    ]
+    return ", ".join(parts)
+
+
+class _ConvNNNd(nn.Module):
+    """Shared body of :class:`ConvNN2d` and :class:`ConvNN1d` (2-D geometry inside)."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: tuple[int, int],
+        stride: tuple[int, int],
+        padding: tuple[int, int],
+        bias: bool,
+        options: ConvNNOptions,
+        pos_grid_size: tuple[int, int],
+        device: torch.device | str | None,
+        dtype: torch.dtype | None,
+    ) -> None:
+        super().__init__()
+        check_positive_int("in_channels", in_channels)
+        check_positive_int("out_channels", out_channels)
+        for name, pair in (("kernel_size", kernel_size), ("stride", stride)):
+            for v in pair:
+                check_positive_int(name, v)
+        if any(p < 0 for p in padding):
+            raise ValueError(f"padding={padding} must be >= 0")
+        shift = options.candidates == "window" and options.window_border == "shift"
+        if shift and any(p > ks // 2 for p, ks in zip(padding, kernel_size, strict=True)):
+            raise ValueError(f"padding={padding} with window_border='shift' must be <= "
+                             "kernel_size // 2 (query centres inside the map)")
+        value_channels = in_channels + 2 * (
+            options.positional_encoding == "coords" and options.coords_to_values
+        )
+        if options.kernel == "sum" and out_channels != value_channels:
+            raise ValueError(f"kernel='sum' needs out_channels == {value_channels} "
+                             f"(the value channels), got out_channels={out_channels}")
+        if options.kernel == "depthwise" and out_channels % value_channels:
+            raise ValueError(f"kernel='depthwise' needs out_channels a multiple of "
+                             f"{value_channels}, got out_channels={out_channels}")
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
+        self.options = options
+        dd = {"device": device, "dtype": dtype}
+        k = options.k
+        assert k is not None
+        shapes = weight_shapes(options.kernel, value_channels, out_channels, k)
+        self.weight = nn.Parameter(torch.empty(shapes["weight"], **dd)) if shapes else None
+        pw = shapes.get("pointwise_weight")
+        self.pointwise_weight = nn.Parameter(torch.empty(pw, **dd)) if pw else None
+        self.bias = nn.Parameter(torch.empty(out_channels, **dd)) if bias else None
+        self.pos_table = None
+        if options.positional_encoding == "learned":
+            self.pos_table = nn.Parameter(torch.zeros(in_channels, *pos_grid_size, **dd))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Kaiming-uniform like ``nn.Conv2d``: fan-in = input channels x taps."""
+        fan_in = self.weight[0].numel() if self.weight is not None else 1
+        for p in (self.weight, self.pointwise_weight):
+            if p is not None:
+                nn.init.kaiming_uniform_(p, a=math.sqrt(5))
+        if self.bias is not None:
+            bound = 1 / math.sqrt(fan_in)
+            nn.init.uniform_(self.bias, -bound, bound)
+        if self.pos_table is not None:
+            nn.init.trunc_normal_(self.pos_table, std=0.02)
+
+    def _forward_map(self, x: Tensor) -> Tensor:
+        if x.shape[1] != self.in_channels:
+            raise ValueError(f"input has {x.shape[1]} channels; this layer has "
+                             f"in_channels={self.in_channels}")
+        return convnn2d(
+            x, options=self.options, kernel_size=self.kernel_size, stride=self.stride,
+            padding=self.padding, weight=self.weight, pointwise_weight=self.pointwise_weight,
+            bias=self.bias, pos_table=self.pos_table, training=self.training,
+        )
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}, padding={self.padding}, bias={self.bias is not None}, "
+                + options_repr(self.options))
+
+
+def _options(k: int | None, default_k: int, **kwargs) -> ConvNNOptions:
+    return ConvNNOptions(k=default_k if k is None else k, **kwargs)
+
+
+class ConvNN2d(_ConvNNNd):
+    """Drop-in for ``nn.Conv2d``: ``(B, C, H, W) -> (B, O, Ho, Wo)`` with Conv2d's output size.
+
+    Each output position is a query at the centre of the matching convolution
+    window; its ``k`` neighbors (default ``kernel_size**2``) are chosen by
+    ``similarity`` among ``candidates`` of the zero-padded map. Any ``H, W`` on
+    every call. ``ConvNN2d.from_conv2d(conv)`` computes exactly ``conv``.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, int] = 3,
+        stride: int | tuple[int, int] = 1,
+        padding: int | tuple[int, int] | str = 0,
+        bias: bool = True,
+        *,
+        k: int | None = None,
+        similarity: Similarity = "cosine",
+        weighting: Weighting = "none",
+        weighting_similarity: Similarity | None = None,
+        lam: float = 0.5,
+        mixed_feature: FeatureSimilarity = "cosine",
+        candidates: Candidates = "all",
+        num_samples: int | None = None,
+        window_size: int | None = None,
+        window_border: WindowBorder = "pad",
+        order: Order = "auto",
+        kernel: Kernel = "standard",
+        positional_encoding: PositionalEncoding = "none",
+        coords_to_values: bool = False,
+        pos_grid_size: tuple[int, int] = (14, 14),
+        sample_seed: int = 0,
+        selection_budget_mb: float = 256.0,
+        backend: Backend = "auto",
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        ks = _pair(kernel_size, "kernel_size")
+        if padding == "same":
+            padding = (ks[0] // 2, ks[1] // 2)
+        elif isinstance(padding, str):
+            raise ValueError(f"padding={padding!r} is not allowed; use an int, a pair or 'same'")
+        if candidates == "window" and window_size is None:
+            window_size = ks[0] if ks[0] == ks[1] else ks  # type: ignore[assignment]
+        options = _options(
+            k, ks[0] * ks[1], similarity=similarity, weighting=weighting,
+            weighting_similarity=weighting_similarity, lam=lam, mixed_feature=mixed_feature,
+            candidates=candidates, num_samples=num_samples, window_size=window_size,
+            window_border=window_border, order=order, kernel=kernel,
+            positional_encoding=positional_encoding, coords_to_values=coords_to_values,
+            sample_seed=sample_seed, selection_budget_mb=selection_budget_mb, backend=backend,
+        )
+        super().__init__(
+            in_channels, out_channels, ks, _pair(stride, "stride"), _pair(padding, "padding"),
+            bias, options, pos_grid_size, device, dtype,
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``(B, C, H, W) -> (B, O, Ho, Wo)``."""
+        if x.dim() != 4:
+            raise ValueError(f"ConvNN2d expects (B, C, H, W), got shape {tuple(x.shape)}")
+        return self._forward_map(x)
+
+    @classmethod
+    def from_conv2d(cls, conv: nn.Conv2d, **overrides) -> ConvNN2d:
+        """A ConvNN2d computing exactly ``conv`` (zero padding, dilation 1, groups 1 or C).
+
+        Window candidates of the kernel size, offset order, no weighting and the
+        ``standard`` (or, for ``groups == in_channels``, ``depthwise``) kernel.
+        """
+        if conv.dilation != (1, 1) or conv.padding_mode != "zeros":
+            raise ValueError("from_conv2d supports dilation=1 and padding_mode='zeros' only")
+        if conv.groups not in (1, conv.in_channels):
+            raise ValueError(f"from_conv2d supports groups=1 or groups=in_channels, "
+                             f"got groups={conv.groups}")
+        if isinstance(conv.padding, str):
+            raise ValueError(f"from_conv2d needs numeric padding, got {conv.padding!r}")
+        ks = conv.kernel_size
+        if ks[0] % 2 == 0 or ks[1] % 2 == 0:
+            raise ValueError(f"from_conv2d needs an odd kernel_size, got {ks}")
+        depthwise = conv.groups > 1
+        settings = dict(
+            candidates="window", similarity="location", order="offset", weighting="none",
+            kernel="depthwise" if depthwise else "standard",
+        )
+        settings.update(overrides)
+        layer = cls(
+            conv.in_channels, conv.out_channels, ks, conv.stride, conv.padding,
+            conv.bias is not None, device=conv.weight.device, dtype=conv.weight.dtype,
+            **settings,
+        )
+        with torch.no_grad():
+            w = conv.weight.flatten(2)  # (O, C/groups, k)
+            layer.weight.copy_(w[:, 0] if depthwise else w)  # type: ignore[union-attr]
+            if conv.bias is not None:
+                layer.bias.copy_(conv.bias)  # type: ignore[union-attr]
+        return layer
+
+
+class ConvNN1d(_ConvNNNd):
+    """Drop-in for ``nn.Conv1d`` on sequences: ``(B, C, L) -> (B, O, Lo)``.
+
+    Same options as :class:`ConvNN2d`; ``k`` defaults to ``kernel_size`` and a
+    ``window`` holds ``kernel_size`` (or ``window_size``) consecutive tokens.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 3,
+        stride: int = 1,
+        padding: int | str = 0,
+        bias: bool = True,
+        *,
+        k: int | None = None,
+        window_size: int | None = None,
+        pos_grid_size: int = 64,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        **option_kwargs,
+    ) -> None:
+        check_positive_int("kernel_size", kernel_size)
+        if padding == "same":
+            padding = kernel_size // 2
+        elif isinstance(padding, str):
+            raise ValueError(f"padding={padding!r} is not allowed; use an int or 'same'")
+        window = None
+        if option_kwargs.get("candidates") == "window":
+            window = (1, window_size or kernel_size)
+        options = _options(k, kernel_size, window_size=window, **option_kwargs)
+        super().__init__(
+            in_channels, out_channels, (1, kernel_size), (1, stride), (0, padding),
+            bias, options, (1, pos_grid_size), device, dtype,
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``(B, C, L) -> (B, O, Lo)``."""
+        if x.dim() != 3:
+            raise ValueError(f"ConvNN1d expects (B, C, L), got shape {tuple(x.shape)}")
+        return self._forward_map(x.unsqueeze(2)).squeeze(2)
