@@ -97,12 +97,22 @@ class ConvNNAttention(nn.Module):
         if num_prefix_tokens < 0:
             raise ValueError(f"num_prefix_tokens={num_prefix_tokens} must be >= 0")
         self.options = ConvNNOptions(
-            k=k, similarity=similarity, weighting=weighting,
-            weighting_similarity=weighting_similarity, lam=lam, mixed_feature=mixed_feature,
-            candidates=candidates, num_samples=num_samples, window_size=window_size,
-            window_border=window_border, order=order, kernel=kernel,
-            positional_encoding=positional_encoding, sample_seed=sample_seed,
-            selection_budget_mb=selection_budget_mb, backend=backend,
+            k=k,
+            similarity=similarity,
+            weighting=weighting,
+            weighting_similarity=weighting_similarity,
+            lam=lam,
+            mixed_feature=mixed_feature,
+            candidates=candidates,
+            num_samples=num_samples,
+            window_size=window_size,
+            window_border=window_border,
+            order=order,
+            kernel=kernel,
+            positional_encoding=positional_encoding,
+            sample_seed=sample_seed,
+            selection_budget_mb=selection_budget_mb,
+            backend=backend,
         )
         dd = {"device": device, "dtype": dtype}
         self.num_heads = num_heads
@@ -160,20 +170,34 @@ class ConvNNAttention(nn.Module):
         drop = self.dropout_p if self.training else 0.0
         heads = []
         if hc:
+
             def fold(t: Tensor) -> Tensor:
                 return t[:, :hc].reshape(B * hc, N, hd)
 
             out = convnn(
-                fold(v), fold(q), fold(k), options=self.options, weight=self.weight,
-                pointwise_weight=self.pointwise_weight, grid=self._grid(N),
-                pos_table=self.pos_table, training=self.training, dropout_p=drop,
+                fold(v),
+                fold(q),
+                fold(k),
+                options=self.options,
+                weight=self.weight,
+                pointwise_weight=self.pointwise_weight,
+                grid=self._grid(N),
+                pos_table=self.pos_table,
+                training=self.training,
+                dropout_p=drop,
             )  # (B*hc, N, hd)
             heads.append(out.view(B, hc, N, hd))
         if hc < h:
-            heads.append(F.scaled_dot_product_attention(
-                q[:, hc:], k[:, hc:], v[:, hc:], attn_mask=attn_mask, dropout_p=drop,
-                is_causal=is_causal,
-            ))  # (B, h - hc, N, hd)
+            heads.append(
+                F.scaled_dot_product_attention(
+                    q[:, hc:],
+                    k[:, hc:],
+                    v[:, hc:],
+                    attn_mask=attn_mask,
+                    dropout_p=drop,
+                    is_causal=is_causal,
+                )
+            )  # (B, h - hc, N, hd)
         x = heads[0] if len(heads) == 1 else torch.cat(heads, dim=1)  # (B, h, N, hd)
         x = x.transpose(1, 2).reshape(B, N, self.attn_dim)
         x = self.norm(x)
@@ -192,11 +216,18 @@ class ConvNNAttention(nn.Module):
         settings = dict(similarity="dot", weighting="softmax", kernel="sum", candidates="all")
         settings.update(overrides)
         layer = cls(
-            qkv.in_features, attn.num_heads, qkv_bias=qkv.bias is not None,
-            proj_bias=proj.bias is not None, attn_drop=attn.attn_drop.p,
-            proj_drop=attn.proj_drop.p, attn_head_dim=attn.head_dim,
-            dim_out=proj.out_features, device=qkv.weight.device, dtype=qkv.weight.dtype,
-            k=k, **settings,
+            qkv.in_features,
+            attn.num_heads,
+            qkv_bias=qkv.bias is not None,
+            proj_bias=proj.bias is not None,
+            attn_drop=attn.attn_drop.p,
+            proj_drop=attn.proj_drop.p,
+            attn_head_dim=attn.head_dim,
+            dim_out=proj.out_features,
+            device=qkv.weight.device,
+            dtype=qkv.weight.dtype,
+            k=k,
+            **settings,
         )
         layer.load_state_dict(attn.state_dict(), strict=False)
         for name in ("q_norm", "k_norm", "norm"):
@@ -204,9 +235,11 @@ class ConvNNAttention(nn.Module):
         return layer
 
     def extra_repr(self) -> str:
-        return (f"num_heads={self.num_heads}, head_dim={self.head_dim}, "
-                f"convnn_heads={self.convnn_heads}, num_prefix_tokens={self.num_prefix_tokens}, "
-                + options_repr(self.options))
+        return (
+            f"num_heads={self.num_heads}, head_dim={self.head_dim}, "
+            f"convnn_heads={self.convnn_heads}, num_prefix_tokens={self.num_prefix_tokens}, "
+            + options_repr(self.options)
+        )
 
 
 class BranchingAttention(ConvNNAttention):

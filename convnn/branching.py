@@ -44,11 +44,20 @@ class BranchingConv2d(nn.Module):
         self.convnn = None
         self.conv = None
         if self.convnn_channels:
-            self.convnn = ConvNN2d(in_channels, self.convnn_channels, kernel_size, stride,
-                                   padding, bias, **convnn_kwargs, **dd)
+            self.convnn = ConvNN2d(
+                in_channels,
+                self.convnn_channels,
+                kernel_size,
+                stride,
+                padding,
+                bias,
+                **convnn_kwargs,
+                **dd,
+            )
         if conv_channels:
-            self.conv = nn.Conv2d(in_channels, conv_channels, kernel_size, stride, padding,
-                                  bias=bias, **dd)
+            self.conv = nn.Conv2d(
+                in_channels, conv_channels, kernel_size, stride, padding, bias=bias, **dd
+            )
         self.mix = nn.Conv2d(out_channels, out_channels, 1, **dd) if mix else None
 
     def forward(self, x: Tensor) -> Tensor:

@@ -26,8 +26,8 @@ from .geometry import (
     CandidateTable,
     Grid,
     all_candidates,
-    conv_queries,
     chebyshev_distance,
+    conv_queries,
     random_sample,
     sampled_candidates,
     spatial_sample,
@@ -36,9 +36,7 @@ from .geometry import (
 from .options import ConvNNOptions, resolve_backend
 from .selection import gather_tokens, neighbor_scores, select_neighbors
 
-__all__ = [
-    "ConvNNOptions", "Grid", "convnn", "convnn2d", "candidate_table", "encode_positions"
-]
+__all__ = ["ConvNNOptions", "Grid", "convnn", "convnn2d", "candidate_table", "encode_positions"]
 
 
 def _check_inputs(
@@ -57,41 +55,56 @@ def _check_inputs(
     if key.shape[:2] != (B, N):
         raise ValueError(f"key has shape {tuple(key.shape)}; expected (B, N, D) = ({B}, {N}, D)")
     if query.shape[0] != B or query.shape[1] != query_index.shape[0]:
-        raise ValueError(f"query has shape {tuple(query.shape)}; expected (B, Nq, D) with Nq = "
-                         f"{query_index.shape[0]} queries")
+        raise ValueError(
+            f"query has shape {tuple(query.shape)}; expected (B, Nq, D) with Nq = "
+            f"{query_index.shape[0]} queries"
+        )
     if query.shape[-1] != key.shape[-1]:
         raise ValueError(f"query has {query.shape[-1]} channels but key has {key.shape[-1]}")
     if weight_channels is not None and weight_channels != C:
-        raise ValueError(f"input has {C} channels but the kernel expects in_channels={weight_channels}")
+        raise ValueError(
+            f"input has {C} channels but the kernel expects in_channels={weight_channels}"
+        )
     if grid is None and opts.needs_grid:
-        raise ValueError("a grid (H, W) is required by the chosen similarity, candidates or "
-                         "positional_encoding")
+        raise ValueError(
+            "a grid (H, W) is required by the chosen similarity, candidates or positional_encoding"
+        )
     if grid is not None and grid.num_tokens != N:
-        raise ValueError(f"grid {grid.num_prefix} + {grid.height}x{grid.width} does not match "
-                         f"N={N} tokens")
+        raise ValueError(
+            f"grid {grid.num_prefix} + {grid.height}x{grid.width} does not match N={N} tokens"
+        )
     if opts.candidates in ("random", "spatial") and opts.num_samples > N:  # type: ignore[operator]
-        raise ValueError(f"num_samples={opts.num_samples} is larger than the N={N} tokens; "
-                         f"allowed: k <= num_samples <= {N}")
+        raise ValueError(
+            f"num_samples={opts.num_samples} is larger than the N={N} tokens; "
+            f"allowed: k <= num_samples <= {N}"
+        )
     if opts.candidates == "spatial" and grid.height > 1:  # type: ignore[union-attr]
         side = math.isqrt(opts.num_samples)  # type: ignore[arg-type]
         if side > min(grid.height, grid.width):  # type: ignore[union-attr]
-            raise ValueError(f"num_samples={opts.num_samples} asks for a {side}x{side} grid, "
-                             f"larger than the {grid.height}x{grid.width} map")  # type: ignore
+            raise ValueError(
+                f"num_samples={opts.num_samples} asks for a {side}x{side} grid, "
+                f"larger than the {grid.height}x{grid.width} map"
+            )  # type: ignore
     if opts.candidates == "window":
         if grid.num_prefix:  # type: ignore[union-attr]
             raise ValueError("candidates='window' does not support prefix (class) tokens")
         sh, sw = opts.window_shape
         if opts.window_border == "shift" and (sh > grid.height or sw > grid.width):  # type: ignore
-            raise ValueError(f"window_size={opts.window_size} is larger than the "
-                             f"{grid.height}x{grid.width} map; window_border='shift' needs "
-                             "the window inside the map")  # type: ignore
+            raise ValueError(
+                f"window_size={opts.window_size} is larger than the "
+                f"{grid.height}x{grid.width} map; window_border='shift' needs "
+                "the window inside the map"
+            )  # type: ignore
     if opts.k is not None and opts.candidates == "all" and opts.k > N:
-        raise ValueError(f"k={opts.k} is larger than the N={N} candidate tokens; "
-                         f"allowed: 1 <= k <= {N}")
+        raise ValueError(
+            f"k={opts.k} is larger than the N={N} candidate tokens; allowed: 1 <= k <= {N}"
+        )
     dim = key.shape[-1]
     if opts.positional_encoding in ("sincos", "rope") and dim % 4:
-        raise ValueError(f"positional_encoding={opts.positional_encoding!r} needs the selection "
-                         f"feature dimension divisible by 4, got {dim}")
+        raise ValueError(
+            f"positional_encoding={opts.positional_encoding!r} needs the selection "
+            f"feature dimension divisible by 4, got {dim}"
+        )
 
 
 def candidate_table(
@@ -139,8 +152,13 @@ def encode_positions(
     assert grid is not None
     token_index = torch.arange(key.shape[1], device=key.device)
     if kind == "rope":
-        return positional.rope(query, grid, query_index), positional.rope(key, grid, token_index), value
+        return (
+            positional.rope(query, grid, query_index),
+            positional.rope(key, grid, token_index),
+            value,
+        )
     if kind == "coords":
+
         def add(x: Tensor, index: Tensor) -> Tensor:
             xy = positional.coords(grid, index, x.dtype).expand(x.shape[0], -1, -1)
             return torch.cat((x, xy), dim=-1)
@@ -148,6 +166,7 @@ def encode_positions(
         value = add(value, token_index) if opts.coords_to_values else value
         return add(query, query_index), add(key, token_index), value
     if kind == "sincos":
+
         def enc(index: Tensor) -> Tensor:
             return positional.sincos(grid, index, key.shape[-1], key.dtype)
     else:
@@ -156,6 +175,7 @@ def encode_positions(
 
         def enc(index: Tensor) -> Tensor:
             return positional.learned(grid, index, pos_table)
+
     return query + enc(query_index), key + enc(token_index), value
 
 
@@ -218,14 +238,18 @@ def convnn(
     weight_channels = None
     if opts.kernel in ("standard", "separable") and weight is not None:
         weight_channels = weight.shape[1] if opts.kernel == "standard" else weight.shape[0]
-        weight_channels -= 2 if opts.positional_encoding == "coords" and opts.coords_to_values else 0
+        weight_channels -= (
+            2 if opts.positional_encoding == "coords" and opts.coords_to_values else 0
+        )
     _check_inputs(opts, value, query, key, grid, query_index, weight_channels)
     k = opts.k if opts.k is not None else opts.max_k(N)
     use = resolve_backend(backend or opts.backend)  # type: ignore[arg-type]
 
     query, key, value = encode_positions(opts, query, key, value, grid, query_index, pos_table)
     if use == "fast" and _is_attention(opts, k, N) and query.shape[1] == N:
-        out = F.scaled_dot_product_attention(query, key, value, dropout_p=dropout_p if training else 0.0)
+        out = F.scaled_dot_product_attention(
+            query, key, value, dropout_p=dropout_p if training else 0.0
+        )
         return aggregate(out.unsqueeze(2), None, "sum", bias=bias)
 
     table = candidate_table(opts, N, query_index, grid, sample, training, generator)
@@ -270,8 +294,16 @@ def convnn2d(
         x = F.pad(x, (padding[1], padding[1], padding[0], padding[0]))
     tokens = x.flatten(2).transpose(1, 2)  # (B, Hp*Wp, C)
     out = convnn(
-        tokens, options=options, weight=weight, pointwise_weight=pointwise_weight, bias=bias,
-        grid=grid, query_index=query_index.to(x.device), pos_table=pos_table,
-        generator=generator, training=training, backend=backend,
+        tokens,
+        options=options,
+        weight=weight,
+        pointwise_weight=pointwise_weight,
+        bias=bias,
+        grid=grid,
+        query_index=query_index.to(x.device),
+        pos_table=pos_table,
+        generator=generator,
+        training=training,
+        backend=backend,
     )  # (B, Ho*Wo, O)
     return out.transpose(1, 2).reshape(B, -1, Ho, Wo)

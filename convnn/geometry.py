@@ -113,8 +113,12 @@ def window_candidates(
 
 
 def conv_queries(
-    height: int, width: int, kernel_size: tuple[int, int], stride: tuple[int, int],
-    padding: tuple[int, int], materialize_padding: bool,
+    height: int,
+    width: int,
+    kernel_size: tuple[int, int],
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    materialize_padding: bool,
 ) -> tuple[Grid, Tensor, tuple[int, int]]:
     """Queries of a ConvNN layer sit at the centres of the matching convolution's windows.
 
@@ -129,8 +133,10 @@ def conv_queries(
     for size, ks, st, pad in zip((height, width), kernel_size, stride, padding, strict=True):
         n = (size + 2 * pad - ks) // st + 1
         if n < 1:
-            raise ValueError(f"input size {height}x{width} is smaller than kernel_size "
-                             f"{kernel_size} with padding {padding}")
+            raise ValueError(
+                f"input size {height}x{width} is smaller than kernel_size "
+                f"{kernel_size} with padding {padding}"
+            )
         first = ks // 2 if materialize_padding else ks // 2 - pad
         out.append(n)
         centres.append(first + torch.arange(n) * st)
@@ -168,9 +174,7 @@ def random_sample(
     return perm[:num_samples].sort().values.to(device)
 
 
-def sampled_candidates(
-    sample: Tensor, query_index: Tensor, grid: Grid | None
-) -> CandidateTable:
+def sampled_candidates(sample: Tensor, query_index: Tensor, grid: Grid | None) -> CandidateTable:
     """Shared sample plus the query itself in slot 0: ``(Nq, 1 + r)``."""
     index = torch.cat(
         (query_index[:, None], sample[None, :].expand(query_index.shape[0], -1)), dim=1
@@ -179,9 +183,7 @@ def sampled_candidates(
     return CandidateTable(index, position, forced_self=True)
 
 
-def chebyshev_distance(
-    query_index: Tensor, table: CandidateTable, grid: Grid
-) -> Tensor:
+def chebyshev_distance(query_index: Tensor, table: CandidateTable, grid: Grid) -> Tensor:
     """Chebyshev distance from each query to each candidate: ``(Nq or 1, M)`` long.
 
     With it the ``s*s`` nearest positions are exactly the ``s x s`` window for every

@@ -74,17 +74,23 @@ class _ConvNNNd(nn.Module):
             raise ValueError(f"padding={padding} must be >= 0")
         shift = options.candidates == "window" and options.window_border == "shift"
         if shift and any(p > ks // 2 for p, ks in zip(padding, kernel_size, strict=True)):
-            raise ValueError(f"padding={padding} with window_border='shift' must be <= "
-                             "kernel_size // 2 (query centres inside the map)")
+            raise ValueError(
+                f"padding={padding} with window_border='shift' must be <= "
+                "kernel_size // 2 (query centres inside the map)"
+            )
         value_channels = in_channels + 2 * (
             options.positional_encoding == "coords" and options.coords_to_values
         )
         if options.kernel == "sum" and out_channels != value_channels:
-            raise ValueError(f"kernel='sum' needs out_channels == {value_channels} "
-                             f"(the value channels), got out_channels={out_channels}")
+            raise ValueError(
+                f"kernel='sum' needs out_channels == {value_channels} "
+                f"(the value channels), got out_channels={out_channels}"
+            )
         if options.kernel == "depthwise" and out_channels % value_channels:
-            raise ValueError(f"kernel='depthwise' needs out_channels a multiple of "
-                             f"{value_channels}, got out_channels={out_channels}")
+            raise ValueError(
+                f"kernel='depthwise' needs out_channels a multiple of "
+                f"{value_channels}, got out_channels={out_channels}"
+            )
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
         self.options = options
@@ -115,18 +121,28 @@ class _ConvNNNd(nn.Module):
 
     def _forward_map(self, x: Tensor) -> Tensor:
         if x.shape[1] != self.in_channels:
-            raise ValueError(f"input has {x.shape[1]} channels; this layer has "
-                             f"in_channels={self.in_channels}")
+            raise ValueError(
+                f"input has {x.shape[1]} channels; this layer has in_channels={self.in_channels}"
+            )
         return convnn2d(
-            x, options=self.options, kernel_size=self.kernel_size, stride=self.stride,
-            padding=self.padding, weight=self.weight, pointwise_weight=self.pointwise_weight,
-            bias=self.bias, pos_table=self.pos_table, training=self.training,
+            x,
+            options=self.options,
+            kernel_size=self.kernel_size,
+            stride=self.stride,
+            padding=self.padding,
+            weight=self.weight,
+            pointwise_weight=self.pointwise_weight,
+            bias=self.bias,
+            pos_table=self.pos_table,
+            training=self.training,
         )
 
     def extra_repr(self) -> str:
-        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-                f"stride={self.stride}, padding={self.padding}, bias={self.bias is not None}, "
-                + options_repr(self.options))
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+            f"stride={self.stride}, padding={self.padding}, bias={self.bias is not None}, "
+            + options_repr(self.options)
+        )
 
 
 def _options(k: int | None, default_k: int, **kwargs) -> ConvNNOptions:
@@ -180,16 +196,36 @@ class ConvNN2d(_ConvNNNd):
         if candidates == "window" and window_size is None:
             window_size = ks[0] if ks[0] == ks[1] else ks  # type: ignore[assignment]
         options = _options(
-            k, ks[0] * ks[1], similarity=similarity, weighting=weighting,
-            weighting_similarity=weighting_similarity, lam=lam, mixed_feature=mixed_feature,
-            candidates=candidates, num_samples=num_samples, window_size=window_size,
-            window_border=window_border, order=order, kernel=kernel,
-            positional_encoding=positional_encoding, coords_to_values=coords_to_values,
-            sample_seed=sample_seed, selection_budget_mb=selection_budget_mb, backend=backend,
+            k,
+            ks[0] * ks[1],
+            similarity=similarity,
+            weighting=weighting,
+            weighting_similarity=weighting_similarity,
+            lam=lam,
+            mixed_feature=mixed_feature,
+            candidates=candidates,
+            num_samples=num_samples,
+            window_size=window_size,
+            window_border=window_border,
+            order=order,
+            kernel=kernel,
+            positional_encoding=positional_encoding,
+            coords_to_values=coords_to_values,
+            sample_seed=sample_seed,
+            selection_budget_mb=selection_budget_mb,
+            backend=backend,
         )
         super().__init__(
-            in_channels, out_channels, ks, _pair(stride, "stride"), _pair(padding, "padding"),
-            bias, options, pos_grid_size, device, dtype,
+            in_channels,
+            out_channels,
+            ks,
+            _pair(stride, "stride"),
+            _pair(padding, "padding"),
+            bias,
+            options,
+            pos_grid_size,
+            device,
+            dtype,
         )
 
     def forward(self, x: Tensor) -> Tensor:
@@ -208,8 +244,9 @@ class ConvNN2d(_ConvNNNd):
         if conv.dilation != (1, 1) or conv.padding_mode != "zeros":
             raise ValueError("from_conv2d supports dilation=1 and padding_mode='zeros' only")
         if conv.groups not in (1, conv.in_channels):
-            raise ValueError(f"from_conv2d supports groups=1 or groups=in_channels, "
-                             f"got groups={conv.groups}")
+            raise ValueError(
+                f"from_conv2d supports groups=1 or groups=in_channels, got groups={conv.groups}"
+            )
         if isinstance(conv.padding, str):
             raise ValueError(f"from_conv2d needs numeric padding, got {conv.padding!r}")
         ks = conv.kernel_size
@@ -217,13 +254,22 @@ class ConvNN2d(_ConvNNNd):
             raise ValueError(f"from_conv2d needs an odd kernel_size, got {ks}")
         depthwise = conv.groups > 1
         settings = dict(
-            candidates="window", similarity="location", order="offset", weighting="none",
+            candidates="window",
+            similarity="location",
+            order="offset",
+            weighting="none",
             kernel="depthwise" if depthwise else "standard",
         )
         settings.update(overrides)
         layer = cls(
-            conv.in_channels, conv.out_channels, ks, conv.stride, conv.padding,
-            conv.bias is not None, device=conv.weight.device, dtype=conv.weight.dtype,
+            conv.in_channels,
+            conv.out_channels,
+            ks,
+            conv.stride,
+            conv.padding,
+            conv.bias is not None,
+            device=conv.weight.device,
+            dtype=conv.weight.dtype,
             **settings,
         )
         with torch.no_grad():
@@ -267,8 +313,16 @@ class ConvNN1d(_ConvNNNd):
             window = (1, window_size or kernel_size)
         options = _options(k, kernel_size, window_size=window, **option_kwargs)
         super().__init__(
-            in_channels, out_channels, (1, kernel_size), (1, stride), (0, padding),
-            bias, options, (1, pos_grid_size), device, dtype,
+            in_channels,
+            out_channels,
+            (1, kernel_size),
+            (1, stride),
+            (0, padding),
+            bias,
+            options,
+            (1, pos_grid_size),
+            device,
+            dtype,
         )
 
     def forward(self, x: Tensor) -> Tensor:

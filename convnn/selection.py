@@ -70,8 +70,12 @@ def top_k(scores: Tensor, k: int, table: CandidateTable, order: str) -> tuple[Te
     if table.forced_self:
         dup = table.index[:, 1:] == table.index[:, :1]  # (Nq, r)
         scores = torch.cat(
-            (torch.full_like(scores[..., :1], float("inf")),
-             scores[..., 1:].masked_fill(dup, float("-inf"))), dim=-1)
+            (
+                torch.full_like(scores[..., :1], float("inf")),
+                scores[..., 1:].masked_fill(dup, float("-inf")),
+            ),
+            dim=-1,
+        )
     slots = torch.sort(scores, dim=-1, descending=True, stable=True).indices[..., :k]
     index = table.index.expand(Nq, M).expand(B, Nq, M).gather(-1, slots)
     if order == "offset":
