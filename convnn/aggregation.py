@@ -34,32 +34,32 @@ def aggregate(
     pointwise_weight: Tensor | None = None,
     bias: Tensor | None = None,
 ) -> Tensor:
-    """Weighted neighbors ``(B, Nq, k, C)`` -> ``(B, Nq, O)``.
+    """Weighted neighbors ``(*, Nq, k, C)`` -> ``(*, Nq, O)``.
 
     Args:
-        neighbors: gathered values of the selected neighbors, ``(B, Nq, k, C)``.
-        weights: per-neighbor weights ``(B, Nq, k)`` or ``None`` (all ones).
+        neighbors: gathered values of the selected neighbors, ``(*, Nq, k, C)``.
+        weights: per-neighbor weights ``(*, Nq, k)`` or ``None`` (all ones).
         kernel: ``standard``, ``depthwise``, ``separable`` or ``sum``.
     """
     if weights is not None:
-        neighbors = neighbors * weights.unsqueeze(-1).to(neighbors.dtype)  # (B, Nq, k, C)
-    B, Nq, k, C = neighbors.shape
+        neighbors = neighbors * weights.unsqueeze(-1).to(neighbors.dtype)  # (*, Nq, k, C)
+    *batch, Nq, k, C = neighbors.shape
     if kernel == "standard":
         assert weight is not None
         taps = weight.permute(2, 1, 0).reshape(k * C, -1)  # (k*C, O)
-        out = neighbors.reshape(B, Nq, k * C) @ taps.to(neighbors.dtype)
+        out = neighbors.reshape(*batch, Nq, k * C) @ taps.to(neighbors.dtype)
     elif kernel == "depthwise":
         assert weight is not None
         multiplier = weight.shape[0] // C
         if multiplier > 1:
             neighbors = neighbors.repeat_interleave(multiplier, dim=-1)
-        out = (neighbors * weight.t().to(neighbors.dtype)).sum(2)
+        out = (neighbors * weight.t().to(neighbors.dtype)).sum(-2)
     elif kernel == "separable":
         assert weight is not None and pointwise_weight is not None
-        out = (neighbors * weight.t().to(neighbors.dtype)).sum(2)
+        out = (neighbors * weight.t().to(neighbors.dtype)).sum(-2)
         out = out @ pointwise_weight.t().to(out.dtype)
     else:
-        out = neighbors.sum(2)
+        out = neighbors.sum(-2)
     if bias is not None:
         out = out + bias.to(out.dtype)
     return out

@@ -170,14 +170,10 @@ class ConvNNAttention(nn.Module):
         drop = self.dropout_p if self.training else 0.0
         heads = []
         if hc:
-
-            def fold(t: Tensor) -> Tensor:
-                return t[:, :hc].reshape(B * hc, N, hd)
-
             out = convnn(
-                fold(v),
-                fold(q),
-                fold(k),
+                v[:, :hc],
+                q[:, :hc],
+                k[:, :hc],
                 options=self.options,
                 weight=self.weight,
                 pointwise_weight=self.pointwise_weight,
@@ -185,8 +181,8 @@ class ConvNNAttention(nn.Module):
                 pos_table=self.pos_table,
                 training=self.training,
                 dropout_p=drop,
-            )  # (B*hc, N, hd)
-            heads.append(out.view(B, hc, N, hd))
+            )  # (B, hc, N, hd)
+            heads.append(out)
         if hc < h:
             heads.append(
                 F.scaled_dot_product_attention(

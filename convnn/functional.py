@@ -49,14 +49,16 @@ def _check_inputs(
     weight_channels: int | None,
 ) -> None:
     """All shape and size checks, before any computation."""
-    if value.dim() != 3 or query.dim() != 3 or key.dim() != 3:
-        raise ValueError("value, query and key must be (B, N, C) token tensors")
-    B, N, C = value.shape
-    if key.shape[:2] != (B, N):
-        raise ValueError(f"key has shape {tuple(key.shape)}; expected (B, N, D) = ({B}, {N}, D)")
-    if query.shape[0] != B or query.shape[1] != query_index.shape[0]:
+    if value.dim() < 3 or query.dim() != value.dim() or key.dim() != value.dim():
         raise ValueError(
-            f"query has shape {tuple(query.shape)}; expected (B, Nq, D) with Nq = "
+            "value, query and key must be (*, N, C) token tensors with the same batch dims"
+        )
+    *batch, N, C = value.shape
+    if key.shape[:-1] != value.shape[:-1]:
+        raise ValueError(f"key has shape {tuple(key.shape)}; expected (*, N, D) with N={N}")
+    if query.shape[:-2] != value.shape[:-2] or query.shape[-2] != query_index.shape[0]:
+        raise ValueError(
+            f"query has shape {tuple(query.shape)}; expected (*, Nq, D) with Nq = "
             f"{query_index.shape[0]} queries"
         )
     if query.shape[-1] != key.shape[-1]:
@@ -150,7 +152,7 @@ def encode_positions(
     if kind == "none":
         return query, key, value
     assert grid is not None
-    token_index = torch.arange(key.shape[1], device=key.device)
+    token_index = torch.arange(key.shape[-2], device=key.device)
     if kind == "rope":
         return (
             positional.rope(query, grid, query_index),
@@ -160,7 +162,7 @@ def encode_positions(
     if kind == "coords":
 
         def add(x: Tensor, index: Tensor) -> Tensor:
-            xy = positional.coords(grid, index, x.dtype).expand(x.shape[0], -1, -1)
+            xy = positional.coords(grid, index, x.dtype).expand(*x.shape[:-2], -1, -1)
             return torch.cat((x, xy), dim=-1)
 
         value = add(value, token_index) if opts.coords_to_values else value
@@ -211,10 +213,10 @@ def convnn(
     """Convolutional nearest neighbors on tokens.
 
     Args:
-        value: ``(B, N, C)`` values aggregated from the neighbors.
-        query: ``(B, Nq, D)`` selection features of the queries; default: ``key``
+        value: ``(*, N, C)`` values aggregated from the neighbors (``*``: any batch dims).
+        query: ``(*, Nq, D)`` selection features of the queries; default: ``key``
             at ``query_index`` (identity features, the convolution-style layer).
-        key: ``(B, N, D)`` selection features of the candidates; default ``value``.
+        key: ``(*, N, D)`` selection features of the candidates; default ``value``.
         options: the operator's choices (:class:`ConvNNOptions`).
         weight, pointwise_weight, bias: aggregation kernel parameters
             (layouts in :mod:`convnn.aggregation`).
@@ -227,14 +229,14 @@ def convnn(
         training: draws fresh random candidates and applies ``dropout_p`` to the weights.
         backend: overrides ``options.backend``.
     Returns:
-        ``(B, Nq, O)`` aggregated outputs.
+        ``(*, Nq, O)`` aggregated outputs.
     """
     opts = options
     key = value if key is None else key
-    B, N, C = value.shape
+    N = value.shape[-2]
     if query_index is None:
         query_index = torch.arange(N, device=value.device)
-    query = key[:, query_index] if query is None else query
+    query = key[..., query_index, :] if query is None else query
     weight_channels = None
     if opts.kernel in ("standard", "separable") and weight is not None:
         weight_channels = weight.shape[1] if opts.kernel == "standard" else weight.shape[0]
@@ -246,11 +248,11 @@ def convnn(
     use = resolve_backend(backend or opts.backend)  # type: ignore[arg-type]
 
     query, key, value = encode_positions(opts, query, key, value, grid, query_index, pos_table)
-    if use == "fast" and _is_attention(opts, k, N) and query.shape[1] == N:
+    if use == "fast" and _is_attention(opts, k, N) and query.shape[-2] == N:
         out = F.scaled_dot_product_attention(
             query, key, value, dropout_p=dropout_p if training else 0.0
         )
-        return aggregate(out.unsqueeze(2), None, "sum", bias=bias)
+        return out if bias is None else out + bias
 
     table = candidate_table(opts, N, query_index, grid, sample, training, generator)
     distance = chebyshev_distance(query_index, table, grid) if grid is not None else None
@@ -261,7 +263,7 @@ def convnn(
         weights = scores.softmax(-1) if opts.weighting == "softmax" else scores
         if dropout_p and training:
             weights = F.dropout(weights, dropout_p)
-    neighbors = gather_tokens(value, index, table.has_null)  # (B, Nq, k, C)
+    neighbors = gather_tokens(value, index, table.has_null)  # (*, Nq, k, C)
     return aggregate(neighbors, weights, opts.kernel, weight, pointwise_weight, bias)
 
 

@@ -19,25 +19,26 @@ FEATURE = ("dot", "cosine", "euclidean")
 
 
 def gather_tokens(x: Tensor, index: Tensor, has_null: bool = False) -> Tensor:
-    """Rows ``index`` ``(B, Nq, k)`` of ``x`` ``(B, N, C)`` -> ``(B, Nq, k, C)``.
+    """Rows ``index`` ``(*, Nq, k)`` of ``x`` ``(*, N, C)`` -> ``(*, Nq, k, C)``.
 
     With ``has_null``, index ``N`` reads a zero row (the null token outside the map)."""
-    B, Nq, k = index.shape
+    *batch, Nq, k = index.shape
+    C = x.shape[-1]
     if has_null:
-        x = torch.cat((x, x.new_zeros(B, 1, x.shape[-1])), dim=1)
-    flat = index.reshape(B, Nq * k, 1).expand(-1, -1, x.shape[-1])
-    return x.gather(1, flat).view(B, Nq, k, x.shape[-1])
+        x = torch.cat((x, x.new_zeros(*batch, 1, C)), dim=-2)
+    flat = index.reshape(*batch, Nq * k, 1).expand(*batch, Nq * k, C)
+    return x.gather(-2, flat).view(*batch, Nq, k, C)
 
 
 def _candidate_features(key: Tensor, table: CandidateTable) -> Tensor:
-    """``(B, M, D)`` for a shared table, ``(B, Nq, M, D)`` for a per-query one."""
-    N = key.shape[1]
+    """``(*, M, D)`` for a shared table, ``(*, Nq, M, D)`` for a per-query one."""
+    N = key.shape[-2]
     index = table.index
     if index.shape[0] == 1 and index.shape[1] == N and not table.forced_self:
         return key  # all tokens, in order
     if table.has_null:
-        key = torch.cat((key, key.new_zeros(key.shape[0], 1, key.shape[-1])), dim=1)
-    return key[:, index[0]] if index.shape[0] == 1 else key[:, index]
+        key = torch.cat((key, key.new_zeros(*key.shape[:-2], 1, key.shape[-1])), dim=-2)
+    return key[..., index[0], :] if index.shape[0] == 1 else key[..., index, :]
 
 
 def dense_scores(
@@ -48,25 +49,66 @@ def dense_scores(
     table: CandidateTable,
     distance: Tensor | None,
 ) -> Tensor:
-    """Scores of every candidate: ``(B, Nq, M)``, differentiable in query and key."""
-    B, Nq = query.shape[:2]
+    """Scores of every candidate: ``(*, Nq, M)``, differentiable in query and key."""
+    per_query = table.index.shape[0] > 1
     if kind in FEATURE:
-        return feature_scores(kind, query, _candidate_features(key, table))
+        return feature_scores(kind, query, _candidate_features(key, table), per_query)
     location = -distance.to(score_dtype(query.dtype))  # type: ignore[union-attr]
-    location = location.expand(B, Nq, -1)
+    location = location.expand(*query.shape[:-1], table.size)
     if kind == "location":
         return location
-    feature = feature_scores(opts.mixed_feature, query, _candidate_features(key, table))
+    features = _candidate_features(key, table)
+    feature = feature_scores(opts.mixed_feature, query, features, per_query)
     return mixed_scores(feature, location, opts.lam)
 
 
-def top_k(scores: Tensor, k: int, table: CandidateTable, order: str) -> tuple[Tensor, Tensor]:
-    """Select ``k`` of ``M`` candidates from detached ``scores`` ``(B, Nq, M)``.
+def _ranked_by_key(scores: Tensor, k: int) -> Tensor:
+    """Exact and branch-free: float32 scores packed with their slot into one int64 key
+    (order-preserving bits of the score, then the inverted slot), then one ``topk``."""
+    bits = (scores + 0.0).view(torch.int32)  # + 0.0 turns -0.0 into 0.0
+    ordered = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits).to(torch.int64)
+    slot = torch.arange(scores.shape[-1], device=scores.device, dtype=torch.int64)
+    return ((ordered << 32) | (0xFFFFFFFF - slot)).topk(k, dim=-1).indices
 
-    Returns ``(index, slots)``, both ``(B, Nq, k)``: token indices and candidate slots,
+
+def _stable_sorted(scores: Tensor, k: int) -> Tensor:
+    return torch.sort(scores, dim=-1, descending=True, stable=True).indices[..., :k]
+
+
+def ranked_slots(scores: Tensor, k: int) -> Tensor:
+    """Slots of the ``k`` highest ``scores`` ``(..., M)``, best first, ties to the lower slot.
+
+    Eager float32: one ``topk`` of ``k + 1``, re-ordered so equal scores go by slot;
+    only rows whose ``k``-th and ``k+1``-th scores tie are redone with a stable
+    sort. Under ``torch.compile`` the branch-free packed-key ``topk`` is used.
+    float64 (tests) uses the stable sort.
+    """
+    if scores.dtype != torch.float32:
+        return _stable_sorted(scores, k)
+    if torch.compiler.is_compiling():
+        return _ranked_by_key(scores, k)
+    M = scores.shape[-1]
+    vals, slots = scores.topk(min(k + 1, M), dim=-1)
+    by_slot = slots.argsort(dim=-1)
+    vals, slots = vals.gather(-1, by_slot), slots.gather(-1, by_slot)
+    by_value = vals.argsort(dim=-1, descending=True, stable=True)
+    vals, slots = vals.gather(-1, by_value), slots.gather(-1, by_value)
+    if M == k:
+        return slots
+    tie = vals[..., k - 1] == vals[..., k]
+    slots = slots[..., :k]
+    if bool(tie.any()):
+        rows = tie.nonzero(as_tuple=True)
+        slots = slots.index_put(rows, _stable_sorted(scores[rows], k))
+    return slots
+
+
+def top_k(scores: Tensor, k: int, table: CandidateTable, order: str) -> tuple[Tensor, Tensor]:
+    """Select ``k`` of ``M`` candidates from detached ``scores`` ``(*, Nq, M)``.
+
+    Returns ``(index, slots)``, both ``(*, Nq, k)``: token indices and candidate slots,
     in rank order or, for ``order="offset"``, in raster order of the neighbor position.
     """
-    B, Nq, M = scores.shape
     if table.forced_self:
         dup = table.index[:, 1:] == table.index[:, :1]  # (Nq, r)
         scores = torch.cat(
@@ -76,8 +118,8 @@ def top_k(scores: Tensor, k: int, table: CandidateTable, order: str) -> tuple[Te
             ),
             dim=-1,
         )
-    slots = torch.sort(scores, dim=-1, descending=True, stable=True).indices[..., :k]
-    index = table.index.expand(Nq, M).expand(B, Nq, M).gather(-1, slots)
+    slots = ranked_slots(scores, k)
+    index = table.index.expand(scores.shape).gather(-1, slots)
     if order == "offset":
         raster = index if table.forced_self else slots
         perm = raster.argsort(dim=-1, stable=True)
@@ -126,17 +168,18 @@ def select_neighbors(
         index, slots = top_k(sel.detach(), k, table, order)
         return index, slots, dense_w
 
-    B, Nq, M = query.shape[0], query.shape[1], table.size
-    block = max(1, int(opts.selection_budget_mb * 2**20 // (4 * B * M)))
+    Nq, M = query.shape[-2], table.size
+    batch = query[..., 0, 0].numel()
+    block = max(1, int(opts.selection_budget_mb * 2**20 // (4 * batch * M)))
     parts = []
     with torch.no_grad():
         for start in range(0, Nq, block):
             rows = slice(start, start + block)
             sub, dist = _rows(table, distance, rows)
-            scores = dense_scores(opts.similarity, opts, query[:, rows], key, sub, dist)
+            scores = dense_scores(opts.similarity, opts, query[..., rows, :], key, sub, dist)
             parts.append(top_k(scores, k, sub, order))
-    index = torch.cat([p[0] for p in parts], dim=1)
-    slots = torch.cat([p[1] for p in parts], dim=1)
+    index = torch.cat([p[0] for p in parts], dim=-2)
+    slots = torch.cat([p[1] for p in parts], dim=-2)
     dense_w = None
     if needs_w and wkind == "mixed":
         dense_w = dense_scores(wkind, opts, query, key, table, distance)
@@ -157,8 +200,8 @@ def neighbor_scores(
     if dense_w is not None:
         return dense_w.gather(-1, slots)
     kind = opts.score_for_weights
-    B, Nq, _ = index.shape
     if kind == "location":
-        dist = distance.expand(Nq, -1).expand(B, Nq, -1)  # type: ignore[union-attr]
+        dist = distance.expand(*index.shape[:-1], table.size)  # type: ignore[union-attr]
         return -dist.gather(-1, slots).to(score_dtype(query.dtype))
-    return feature_scores(kind, query, gather_tokens(key, index, table.has_null))  # (B, Nq, k)
+    neighbors = gather_tokens(key, index, table.has_null)  # (*, Nq, k, D)
+    return feature_scores(kind, query, neighbors, per_query=True)  # (B, Nq, k)

@@ -1,7 +1,8 @@
 """Similarity scores between queries and candidates (SPEC §1.4).
 
-Candidates come either *shared* by all queries, ``(B, M, D)``, or *per query*,
-``(B, Nq, M, D)``; scores are ``(B, Nq, M)``, higher means more similar.
+Candidates come either *shared* by all queries, ``(*, M, D)``, or *per query*,
+``(*, Nq, M, D)``; scores are ``(*, Nq, M)``, higher means more similar (``*`` is
+any number of batch dimensions, e.g. batch and heads).
 Scores are computed in at least float32, also under autocast, so that reduced
 precision never changes which neighbors are selected.
 """
@@ -21,38 +22,39 @@ def score_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def _dot(q: Tensor, kc: Tensor) -> Tensor:
-    if kc.dim() == 3:
+def _dot(q: Tensor, kc: Tensor, per_query: bool) -> Tensor:
+    if not per_query:
         return q @ kc.transpose(-2, -1)
     return (q.unsqueeze(-2) * kc).sum(-1)
 
 
-def feature_scores(kind: str, q: Tensor, kc: Tensor) -> Tensor:
+def feature_scores(kind: str, q: Tensor, kc: Tensor, per_query: bool = False) -> Tensor:
     """``dot`` (scaled by ``1/sqrt(D)``), ``cosine`` or ``euclidean`` (negative distance).
 
     Args:
-        q: ``(B, Nq, D)`` query features.
-        kc: ``(B, M, D)`` shared or ``(B, Nq, M, D)`` per-query candidate features.
+        q: ``(*, Nq, D)`` query features.
+        kc: ``(*, M, D)`` shared or ``(*, Nq, M, D)`` per-query candidate features.
+        per_query: which of the two layouts ``kc`` has.
     Returns:
-        ``(B, Nq, M)`` scores. A zero vector has cosine 0 to everything; the distance
+        ``(*, Nq, M)`` scores. A zero vector has cosine 0 to everything; the distance
         is ``sqrt(d^2 + eps)`` so that coincident tokens have finite gradients.
     """
     with torch.autocast(q.device.type, enabled=False):
         dtype = score_dtype(q.dtype)
         q, kc = q.to(dtype), kc.to(dtype)
         if kind == "dot":
-            return _dot(q, kc) / math.sqrt(q.shape[-1])
+            return _dot(q, kc, per_query) / math.sqrt(q.shape[-1])
         if kind == "cosine":
             qn = torch.nn.functional.normalize(q, dim=-1, eps=EPS)
             kn = torch.nn.functional.normalize(kc, dim=-1, eps=EPS)
-            return _dot(qn, kn)
+            return _dot(qn, kn, per_query)
         if kind == "euclidean":
-            if kc.dim() == 4:
+            if per_query:
                 sq = (q.unsqueeze(-2) - kc).square().sum(-1)
             else:
                 q2 = q.square().sum(-1, keepdim=True)
                 k2 = kc.square().sum(-1).unsqueeze(-2)
-                sq = (q2 + k2 - 2 * _dot(q, kc)).clamp(min=0)
+                sq = (q2 + k2 - 2 * _dot(q, kc, per_query)).clamp(min=0)
             return -(sq + EPS).sqrt()
         raise ValueError(f"similarity={kind!r} is not a feature similarity")
 

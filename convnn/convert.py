@@ -1,0 +1,258 @@
+"""``convnn.convert``: swap the convolutions and attention layers of any model for ConvNN.
+
+Selected ``nn.Conv2d`` modules become :class:`~convnn.ConvNN2d` (``layer="convnn"``)
+or :class:`~convnn.BranchingConv2d` (``layer="branching"``); selected timm
+``Attention`` modules become :class:`~convnn.ConvNNAttention` or
+:class:`~convnn.BranchingAttention`. With no options every converted layer is the
+exact special case of the layer it replaces (SPEC §2) and keeps its weights, so the
+converted model computes what the original did; options move away from it::
+
+    model = timm.create_model("resnet50", pretrained=True)
+    convnn.convert(model, include=["layer*"], similarity="cosine", candidates="all")
+
+Weights are kept wherever their shapes fit (exact for the special cases, a warm
+start otherwise); layers whose shapes differ start from their own initialization.
+"""
+
+from __future__ import annotations
+
+import inspect
+import warnings
+from collections.abc import Sequence
+from fnmatch import fnmatchcase
+from typing import Any, Literal
+
+import torch
+from timm.layers import Attention
+from torch import nn
+
+from .attention import BranchingAttention, ConvNNAttention
+from .branching import BranchingConv2d
+from .layers import ConvNN1d, ConvNN2d
+from .options import check_choice, check_ratio
+
+__all__ = ["ATTENTION_OPTIONS", "CONV_OPTIONS", "convert"]
+
+Layer = Literal["convnn", "branching"]
+
+
+def _keyword_options(fn: Any, exclude: set[str]) -> frozenset[str]:
+    params = inspect.signature(fn).parameters.values()
+    return frozenset(
+        p.name for p in params if p.kind is p.KEYWORD_ONLY and p.name not in exclude
+    )
+
+
+CONV_OPTIONS = _keyword_options(ConvNN2d.__init__, {"device", "dtype"})
+"""Keyword options of :class:`ConvNN2d` that ``convert`` passes to converted convolutions."""
+
+ATTENTION_OPTIONS = _keyword_options(
+    ConvNNAttention.__init__, {"device", "dtype", "attn_head_dim", "dim_out", "convnn_heads"}
+)
+"""Keyword options of :class:`ConvNNAttention` that ``convert`` passes to converted attention."""
+
+_CONVNN_MODULES = (ConvNN1d, ConvNN2d, ConvNNAttention, BranchingConv2d)
+
+
+def _exact_conv_settings(conv: nn.Conv2d) -> dict[str, Any]:
+    """``ConvNN2d.from_conv2d``'s special case: the zero-padded window in offset order."""
+    return dict(
+        candidates="window",
+        similarity="location",
+        order="offset",
+        weighting="none",
+        kernel="depthwise" if conv.groups > 1 else "standard",
+    )
+
+
+def _conv_issue(conv: nn.Conv2d, layer: str) -> str | None:
+    """Why ``conv`` cannot be converted, or ``None``."""
+    if conv.dilation != (1, 1) or conv.padding_mode != "zeros" or isinstance(conv.padding, str):
+        return "only dilation 1 and numeric zero padding are supported"
+    if any(s % 2 == 0 for s in conv.kernel_size):
+        return f"kernel_size={conv.kernel_size} is even"
+    if conv.groups not in (1, conv.in_channels) or (conv.groups > 1 and layer == "branching"):
+        allowed = "1" if layer == "branching" else "1 or in_channels"
+        return f"groups={conv.groups} (allowed: {allowed})"
+    return None
+
+
+def _target_kind(module: nn.Module) -> str | None:
+    """``"conv"`` for a spatial ``nn.Conv2d``, ``"attention"`` for timm ``Attention``."""
+    if type(module) is nn.Conv2d and module.kernel_size != (1, 1):
+        return "conv"
+    if isinstance(module, Attention):
+        return "attention"
+    return None
+
+
+def _selected(name: str, include: Sequence[str] | None, exclude: Sequence[str]) -> bool:
+    if include is not None and not any(fnmatchcase(name, p) for p in include):
+        return False
+    return not any(fnmatchcase(name, p) for p in exclude)
+
+
+def _fits_conv(conv: nn.Conv2d, settings: dict[str, Any]) -> bool:
+    """Whether ``conv``'s weight has the layout of the ConvNN kernel built from ``settings``."""
+    taps = conv.kernel_size[0] * conv.kernel_size[1]
+    coords = settings.get("positional_encoding") == "coords" and settings.get("coords_to_values")
+    kernel = "depthwise" if conv.groups > 1 else "standard"
+    return settings["kernel"] == kernel and settings.get("k") in (None, taps) and not coords
+
+
+def _convnn_conv(conv: nn.Conv2d, settings: dict[str, Any]) -> ConvNN2d:
+    settings = {**_exact_conv_settings(conv), **settings}
+    if _fits_conv(conv, settings):
+        return ConvNN2d.from_conv2d(conv, **settings)
+    dd = {"device": conv.weight.device, "dtype": conv.weight.dtype}
+    return ConvNN2d(
+        conv.in_channels,
+        conv.out_channels,
+        conv.kernel_size,
+        conv.stride,
+        conv.padding,
+        conv.bias is not None,
+        **settings,
+        **dd,
+    )
+
+
+def _branching_conv(
+    conv: nn.Conv2d, ratio: float, mix: bool, settings: dict[str, Any]
+) -> BranchingConv2d:
+    """ConvNN gets the first ``round(ratio * out)`` filters of ``conv``, Conv2d the rest."""
+    settings = {**_exact_conv_settings(conv), **settings}
+    layer = BranchingConv2d(
+        conv.in_channels,
+        conv.out_channels,
+        conv.kernel_size,  # type: ignore[arg-type]
+        conv.stride,  # type: ignore[arg-type]
+        conv.padding,  # type: ignore[arg-type]
+        conv.bias is not None,
+        ratio=ratio,
+        mix=mix,
+        device=conv.weight.device,
+        dtype=conv.weight.dtype,
+        **settings,
+    )
+    c = layer.convnn_channels
+    with torch.no_grad():
+        if layer.convnn is not None and _fits_conv(conv, settings):
+            layer.convnn.weight.copy_(conv.weight[:c].flatten(2))  # type: ignore[union-attr]
+            if conv.bias is not None:
+                layer.convnn.bias.copy_(conv.bias[:c])  # type: ignore[union-attr]
+        if layer.conv is not None:
+            layer.conv.weight.copy_(conv.weight[c:])
+            if conv.bias is not None:
+                layer.conv.bias.copy_(conv.bias[c:])  # type: ignore[union-attr]
+    return layer
+
+
+def _token_layout(modules: dict[str, nn.Module], name: str) -> dict[str, Any]:
+    """``num_prefix_tokens`` and the patch grid of the nearest ViT-like ancestor of ``name``."""
+    parts = name.split(".")
+    for i in range(len(parts) - 1, -1, -1):
+        owner = modules.get(".".join(parts[:i]))
+        if owner is not None and hasattr(owner, "num_prefix_tokens"):
+            layout = {"num_prefix_tokens": int(owner.num_prefix_tokens)}
+            grid = getattr(getattr(owner, "patch_embed", None), "grid_size", None)
+            if grid is not None:
+                layout["pos_grid_size"] = tuple(int(g) for g in grid)
+            return layout
+    return {}
+
+
+def _convert_attention(
+    attn: nn.Module, layer: str, ratio: float, settings: dict[str, Any]
+) -> ConvNNAttention:
+    settings = dict(settings)
+    k = settings.pop("k", None)
+    if layer == "branching":
+        return BranchingAttention.from_attention(attn, k=k, ratio=ratio, **settings)
+    return ConvNNAttention.from_attention(attn, k=k, **settings)
+
+
+def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent_name), child, new)
+
+
+def convert(
+    model: nn.Module,
+    layer: Layer = "convnn",
+    *,
+    include: Sequence[str] | None = None,
+    exclude: Sequence[str] = (),
+    branch_ratio: float = 0.5,
+    mix: bool = False,
+    **options: Any,
+) -> nn.Module:
+    """Replace the selected convolutions and attention layers of ``model`` in place.
+
+    Args:
+        model: any ``nn.Module``; its spatial ``nn.Conv2d`` (kernel larger than 1x1,
+            odd, dilation 1) and timm ``Attention`` modules are the candidates.
+        layer: ``"convnn"`` (ConvNN2d / ConvNNAttention) or ``"branching"``
+            (BranchingConv2d / BranchingAttention with ``branch_ratio``).
+        include: ``fnmatch`` patterns of module names to convert (``"layer*.*.conv2"``);
+            ``None`` converts every candidate.
+        exclude: patterns of module names to leave alone.
+        branch_ratio: share of output channels (convolutions) or heads (attention)
+            computed by ConvNN when ``layer="branching"``.
+        mix: add the optional 1x1 mixing projection after a branching convolution.
+        **options: ConvNN options (:data:`CONV_OPTIONS`, :data:`ATTENTION_OPTIONS`)
+            overriding the exact special case; each goes to the layer kinds that
+            accept it. ``k`` defaults to the kernel size (convolutions) and to all
+            tokens (attention); ``num_prefix_tokens`` and ``pos_grid_size`` default to
+            those of the enclosing ViT.
+    Returns:
+        ``model`` (or the new module when ``model`` itself is converted).
+    Raises:
+        ValueError: for an unknown layer, ratio or option, or when ``include`` matches
+            nothing that can be converted.
+    """
+    check_choice("layer", layer, Layer)
+    check_ratio("branch_ratio", branch_ratio)
+    unknown = set(options) - CONV_OPTIONS - ATTENTION_OPTIONS
+    if unknown:
+        raise ValueError(
+            f"unknown ConvNN options {sorted(unknown)}; "
+            f"allowed: {sorted(CONV_OPTIONS | ATTENTION_OPTIONS)}"
+        )
+    conv_settings = {n: v for n, v in options.items() if n in CONV_OPTIONS}
+    attn_settings = {n: v for n, v in options.items() if n in ATTENTION_OPTIONS}
+    modules = dict(model.named_modules())
+    inside = [n for n, m in modules.items() if isinstance(m, _CONVNN_MODULES)]
+    converted: list[str] = []
+    result = model
+    for name, module in modules.items():
+        kind = _target_kind(module)
+        if kind is None or not _selected(name, include, exclude):
+            continue
+        if any(name == n or name.startswith(n + ".") for n in inside if n or name == n):
+            continue
+        if kind == "conv":
+            issue = _conv_issue(module, layer)  # type: ignore[arg-type]
+            if issue is not None:
+                if include is not None:
+                    warnings.warn(f"convert: {name!r} left unchanged: {issue}", stacklevel=2)
+                continue
+            if layer == "branching":
+                new = _branching_conv(module, branch_ratio, mix, conv_settings)  # type: ignore
+            else:
+                new = _convnn_conv(module, conv_settings)  # type: ignore[arg-type]
+        else:
+            if getattr(module, "gate", None) is not None:
+                warnings.warn(f"convert: {name!r} left unchanged: gated attention", stacklevel=2)
+                continue
+            settings = {**_token_layout(modules, name), **attn_settings}
+            new = _convert_attention(module, layer, branch_ratio, settings)
+        new.train(module.training)
+        if name:
+            _replace(model, name, new)
+        else:
+            result = new
+        converted.append(name)
+    if include is not None and not converted:
+        raise ValueError(f"include={list(include)} matched no convertible module of the model")
+    return result
