@@ -38,9 +38,7 @@ Layer = Literal["convnn", "branching"]
 
 def _keyword_options(fn: Any, exclude: set[str]) -> frozenset[str]:
     params = inspect.signature(fn).parameters.values()
-    return frozenset(
-        p.name for p in params if p.kind is p.KEYWORD_ONLY and p.name not in exclude
-    )
+    return frozenset(p.name for p in params if p.kind is p.KEYWORD_ONLY and p.name not in exclude)
 
 
 CONV_OPTIONS = _keyword_options(ConvNN2d.__init__, {"device", "dtype"})
@@ -229,8 +227,8 @@ def convert(
         kind = _target_kind(module)
         if kind is None or not _selected(name, include, exclude):
             continue
-        if any(name == n or name.startswith(n + ".") for n in inside if n or name == n):
-            continue
+        if any(n != name and (not n or name.startswith(n + ".")) for n in inside):
+            continue  # already part of a ConvNN layer
         if kind == "conv":
             issue = _conv_issue(module, layer)  # type: ignore[arg-type]
             if issue is not None:

@@ -33,6 +33,7 @@ from .geometry import (
     spatial_sample,
     window_candidates,
 )
+from .map_paths import as_convolution, is_convolution, shifts_apply, window_by_shifts
 from .options import ConvNNOptions, resolve_backend
 from .selection import gather_tokens, neighbor_scores, select_neighbors
 
@@ -255,7 +256,8 @@ def convnn(
         return out if bias is None else out + bias
 
     table = candidate_table(opts, N, query_index, grid, sample, training, generator)
-    distance = chebyshev_distance(query_index, table, grid) if grid is not None else None
+    spatial = {opts.similarity, opts.score_for_weights} & {"location", "mixed"}
+    distance = chebyshev_distance(query_index, table, grid) if spatial else None  # type: ignore
     index, slots, dense_w = select_neighbors(opts, query, key, table, distance, k, use)
     weights = None
     if opts.weighting != "none":
@@ -287,12 +289,26 @@ def convnn2d(
     The output grid is that of ``nn.Conv2d`` with the same ``kernel_size``,
     ``stride`` and ``padding``: each query sits at the centre of a convolution
     window. The map is zero-padded by ``padding`` and the padding tokens are
-    candidates, except for shifted windows (NATTEN), which stay inside the input.
+    candidates, except for shifted windows (NATTEN), which stay inside the input, and
+    ``random``/``spatial`` samples, which are drawn from the input's own tokens only
+    (so the sampling grid is not skewed by padding).
     """
     B, C, H, W = x.shape
-    shift = options.candidates == "window" and options.window_border == "shift"
-    grid, query_index, (Ho, Wo) = conv_queries(H, W, kernel_size, stride, padding, not shift)
-    if not shift and any(padding):
+    if resolve_backend(backend or options.backend) == "fast":  # type: ignore[arg-type]
+        if is_convolution(options, kernel_size):
+            return as_convolution(
+                x, options, weight, pointwise_weight, bias, kernel_size, stride, padding
+            )
+        out_channels = C if weight is None else weight.shape[0]
+        if options.kernel == "separable":
+            out_channels = pointwise_weight.shape[0]  # type: ignore[union-attr]
+        if shifts_apply(options, kernel_size, out_channels, C):
+            return window_by_shifts(
+                x, options, weight, pointwise_weight, bias, kernel_size, stride, padding, training
+            )
+    real_only = options.draws_from_input_only
+    grid, query_index, (Ho, Wo) = conv_queries(H, W, kernel_size, stride, padding, not real_only)
+    if not real_only and any(padding):
         x = F.pad(x, (padding[1], padding[1], padding[0], padding[0]))
     tokens = x.flatten(2).transpose(1, 2)  # (B, Hp*Wp, C)
     out = convnn(

@@ -72,10 +72,11 @@ class _ConvNNNd(nn.Module):
                 check_positive_int(name, v)
         if any(p < 0 for p in padding):
             raise ValueError(f"padding={padding} must be >= 0")
-        shift = options.candidates == "window" and options.window_border == "shift"
-        if shift and any(p > ks // 2 for p, ks in zip(padding, kernel_size, strict=True)):
+        if options.draws_from_input_only and any(
+            p > ks // 2 for p, ks in zip(padding, kernel_size, strict=True)
+        ):
             raise ValueError(
-                f"padding={padding} with window_border='shift' must be <= "
+                f"padding={padding} with shifted windows or sampled candidates must be <= "
                 "kernel_size // 2 (query centres inside the map)"
             )
         value_channels = in_channels + 2 * (
@@ -183,7 +184,7 @@ class ConvNN2d(_ConvNNNd):
         coords_to_values: bool = False,
         pos_grid_size: tuple[int, int] = (14, 14),
         sample_seed: int = 0,
-        selection_budget_mb: float = 256.0,
+        selection_budget_mb: float = 64.0,
         backend: Backend = "auto",
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,

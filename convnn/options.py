@@ -110,7 +110,7 @@ class ConvNNOptions:
     positional_encoding: PositionalEncoding = "none"
     coords_to_values: bool = False
     sample_seed: int = 0
-    selection_budget_mb: float = 256.0
+    selection_budget_mb: float = 64.0
     backend: Backend = "auto"
 
     def __post_init__(self) -> None:
@@ -174,6 +174,12 @@ class ConvNNOptions:
     @property
     def resolved_order(self) -> str:
         return resolve_order(self.order, self.similarity, self.candidates)
+
+    @property
+    def draws_from_input_only(self) -> bool:
+        """Shifted windows and random/spatial samples never use zero-padding tokens."""
+        shift = self.candidates == "window" and self.window_border == "shift"
+        return shift or self.candidates in ("random", "spatial")
 
     @property
     def score_for_weights(self) -> str:

@@ -9,6 +9,7 @@ against the ``reference`` backend on every option combination of ``test_options.
 from __future__ import annotations
 
 import importlib.util
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -122,7 +123,7 @@ def test_fast_matches_reference(case: dict) -> None:
     results = {}
     for backend in BACKENDS:
         inputs = test_options.case_inputs(case, dtype=torch.float64, seed=2)
-        fn = lambda inputs=inputs, backend=backend: test_options.run_case(case, inputs, backend)  # noqa: E731
+        fn = partial(test_options.run_case, case, inputs, backend)
         results[backend] = (inputs, *test_options.forward_backward(fn, inputs))
     (inputs, ref_out, ref_grads), (_, fast_out, fast_grads) = results.values()
     torch.testing.assert_close(fast_out, ref_out, rtol=1e-10, atol=1e-10)

@@ -22,6 +22,9 @@ from convnn import (
     ConvNNOptions,
     Grid,
 )
+from convnn.functional import candidate_table
+from convnn.geometry import chebyshev_distance
+from convnn.selection import select_neighbors
 
 AXES = {
     "candidates": ["all", "random", "spatial", "window_pad", "window_shift"],
@@ -71,10 +74,10 @@ def pairwise(axes: dict[str, list]) -> list[dict]:
     return rows
 
 
+# k=None (every token) with softmax and the sum kernel; with dot it is the attention case.
 CASES = pairwise(AXES) + [
-    # k=None (every token) with softmax(dot) and the sum kernel: the attention special case.
-    {"candidates": "all", "similarity": "dot", "weighting": "softmax", "kernel": "sum", "k": None},
-    {"candidates": "all", "similarity": "cosine", "weighting": "softmax", "kernel": "sum", "k": None},
+    {"candidates": "all", "similarity": s, "weighting": "softmax", "kernel": "sum", "k": None}
+    for s in ("dot", "cosine")
 ]
 
 
@@ -220,14 +223,24 @@ def test_convnn2d_any_size(stride: int, padding, kwargs: dict) -> None:
         assert_all_parameters_have_grad(layer)
 
 
-def test_convnn1d_shape() -> None:
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"similarity": "euclidean"},
+        {"candidates": "window", "similarity": "location", "kernel": "depthwise"},
+        {"candidates": "spatial", "num_samples": 5, "weighting": "softmax"},
+        {"candidates": "random", "num_samples": 6, "positional_encoding": "coords"},
+    ],
+)
+def test_convnn1d_shape(kwargs: dict) -> None:
     """ConvNN1d maps (B, C, L) to nn.Conv1d's output shape, and every parameter learns."""
-    layer = ConvNN1d(3, 5, kernel_size=3, stride=2, padding="same", similarity="euclidean")
+    out_channels = 6 if kwargs.get("kernel") == "depthwise" else 5
+    layer = ConvNN1d(3, out_channels, kernel_size=3, stride=2, padding="same", **kwargs)
     for length in (16, 9):
         layer.zero_grad()
         x = torch.randn(2, 3, length)
         out = layer(x)
-        assert out.shape == torch.nn.Conv1d(3, 5, 3, 2, 1)(x).shape
+        assert out.shape == torch.nn.Conv1d(3, out_channels, 3, 2, 1)(x).shape
         out.sum().backward()
         assert_all_parameters_have_grad(layer)
 
@@ -310,7 +323,8 @@ def test_random_candidates_generator_is_reproducible() -> None:
 
 @pytest.mark.parametrize("training", [False, True])
 @pytest.mark.parametrize(
-    "candidates", [{"candidates": "random", "num_samples": 8}, {"candidates": "spatial", "num_samples": 9}]
+    "candidates",
+    [{"candidates": "random", "num_samples": 8}, {"candidates": "spatial", "num_samples": 9}],
 )
 @pytest.mark.parametrize("similarity", ["dot", "euclidean", "location"])
 def test_query_is_its_own_neighbor(candidates: dict, similarity: str, training: bool) -> None:
@@ -319,3 +333,21 @@ def test_query_is_its_own_neighbor(candidates: dict, similarity: str, training: 
     opts = ConvNNOptions(k=1, similarity=similarity, kernel="standard", **candidates)
     out = convnn.convnn(x, options=opts, weight=weight, grid=Grid(8, 8), training=training)
     torch.testing.assert_close(out, x @ weight[..., 0].t())
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("order", ["rank", "offset"])
+@pytest.mark.parametrize("similarity", ["dot", "cosine", "euclidean", "location", "mixed"])
+@pytest.mark.parametrize("candidates", ["random", "spatial"])
+def test_selection_holds_query_once(candidates: str, similarity: str, order: str, backend) -> None:
+    """Random and spatial selections contain the query exactly once and no token twice,
+    also when the query is itself one of the sampled tokens."""
+    opts = ConvNNOptions(
+        k=9, similarity=similarity, candidates=candidates, num_samples=16, order=order
+    )
+    x, grid, query_index = torch.randn(2, 36, 4), Grid(6, 6), torch.arange(36)
+    table = candidate_table(opts, 36, query_index, grid)
+    distance = chebyshev_distance(query_index, table, grid)
+    index, _, _ = select_neighbors(opts, x, x, table, distance, 9, backend)
+    assert ((index == query_index[:, None]).sum(-1) == 1).all()
+    assert (index.sort(-1).values.diff(dim=-1) > 0).all()

@@ -1,0 +1,160 @@
+"""Fast paths of the fast backend on feature maps ``(B, C, H, W)``.
+
+* :func:`as_convolution` — a configuration that is exactly a convolution (the
+  whole kernel window selected, offset order, no weighting) runs as ``F.conv2d``.
+* :func:`window_by_shifts` — zero-padded windows with every position selected
+  (``k = sh*sw``) and weighted, e.g. neighborhood attention with ``softmax(dot)``:
+  each window offset is a strided view of the padded map, so nothing is gathered
+  and no ``(B, N, k, C)`` tensor exists.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .options import ConvNNOptions
+from .similarity import EPS, mixed_scores, score_dtype
+
+
+def _whole_window(opts: ConvNNOptions, kernel_size: tuple[int, int]) -> bool:
+    """Every candidate of a zero-padded window centred on the query is selected."""
+    if opts.candidates == "window":
+        return opts.window_border == "pad" and opts.k == opts.max_k()
+    return (
+        opts.candidates == "all"
+        and opts.similarity == "location"
+        and (opts.k == kernel_size[0] * kernel_size[1])
+    )
+
+
+def is_convolution(opts: ConvNNOptions, kernel_size: tuple[int, int]) -> bool:
+    """True when ConvNN with ``opts`` computes exactly a convolution of ``kernel_size``."""
+    window = opts.window_shape if opts.candidates == "window" else kernel_size
+    return (
+        _whole_window(opts, kernel_size)
+        and window == kernel_size
+        and opts.weighting == "none"
+        and opts.resolved_order == "offset"
+        and not (opts.positional_encoding == "coords" and opts.coords_to_values)
+    )
+
+
+def as_convolution(
+    x: Tensor,
+    opts: ConvNNOptions,
+    weight: Tensor | None,
+    pointwise_weight: Tensor | None,
+    bias: Tensor | None,
+    kernel_size: tuple[int, int],
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+) -> Tensor:
+    """``(B, C, H, W) -> (B, O, Ho, Wo)`` through ``F.conv2d`` (taps in raster order)."""
+    C = x.shape[1]
+    shape = (-1, 1, *kernel_size)
+    if opts.kernel == "standard":
+        return F.conv2d(x, weight.view(weight.shape[0], C, *kernel_size), bias, stride, padding)
+    if opts.kernel == "depthwise":
+        return F.conv2d(x, weight.view(shape), bias, stride, padding, groups=C)
+    if opts.kernel == "separable":
+        y = F.conv2d(x, weight.view(shape), None, stride, padding, groups=C)
+        return F.conv2d(y, pointwise_weight[:, :, None, None], bias)
+    ones = x.new_ones(C, 1, *kernel_size)
+    return F.conv2d(x, ones, bias, stride, padding, groups=C)
+
+
+def shifts_apply(
+    opts: ConvNNOptions, kernel_size: tuple[int, int], out_channels: int, in_channels: int
+) -> bool:
+    """Whether :func:`window_by_shifts` computes this configuration."""
+    return (
+        opts.candidates == "window"
+        and opts.window_border == "pad"
+        and opts.k == opts.max_k()
+        and opts.weighting != "none"
+        and opts.positional_encoding == "none"
+        and opts.resolved_order == "offset"
+        and (
+            opts.kernel in ("sum", "separable")
+            or (opts.kernel == "depthwise" and out_channels == in_channels)
+        )
+    )
+
+
+def _window_scores(
+    kind: str,
+    opts: ConvNNOptions,
+    query: Tensor,
+    taps: list[Tensor],
+    offsets: list[tuple[int, int]],
+) -> Tensor:
+    """Scores of the window taps: ``(B, k, Ho, Wo)`` in at least float32."""
+    dtype = score_dtype(query.dtype)
+    if kind in ("location", "mixed"):
+        dist = torch.tensor(
+            [max(abs(dy), abs(dx)) for dy, dx in offsets], dtype=dtype, device=query.device
+        )
+        location = (-dist).view(1, -1, 1, 1).expand(query.shape[0], -1, *query.shape[2:])
+        if kind == "location":
+            return location
+        feature = _window_scores(opts.mixed_feature, opts, query, taps, offsets)
+        return mixed_scores(feature.movedim(1, -1), location.movedim(1, -1), opts.lam).movedim(
+            -1, 1
+        )
+    with torch.autocast(query.device.type, enabled=False):
+        q = query.to(dtype)
+        ts = [t.to(dtype) for t in taps]
+        if kind == "euclidean":
+            return torch.stack([-((q - t).square().sum(1) + EPS).sqrt() for t in ts], dim=1)
+        if kind == "cosine":
+            q = F.normalize(q, dim=1, eps=EPS)
+            ts = [F.normalize(t, dim=1, eps=EPS) for t in ts]
+        scale = 1 / math.sqrt(q.shape[1]) if kind == "dot" else 1.0
+        return torch.stack([(q * t).sum(1) for t in ts], dim=1) * scale
+
+
+def window_by_shifts(
+    x: Tensor,
+    opts: ConvNNOptions,
+    weight: Tensor | None,
+    pointwise_weight: Tensor | None,
+    bias: Tensor | None,
+    kernel_size: tuple[int, int],
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    training: bool = False,
+    dropout_p: float = 0.0,
+) -> Tensor:
+    """Weighted zero-padded windows: ``(B, C, H, W) -> (B, O, Ho, Wo)``."""
+    (sh, sw), (kh, kw) = opts.window_shape, kernel_size
+    rh, rw = sh // 2, sw // 2
+    xp = F.pad(x, (padding[1] + rw, padding[1] + rw, padding[0] + rh, padding[0] + rh))
+    Ho = (x.shape[2] + 2 * padding[0] - kh) // stride[0] + 1
+    Wo = (x.shape[3] + 2 * padding[1] - kw) // stride[1] + 1
+
+    def tap(dy: int, dx: int) -> Tensor:  # (B, C, Ho, Wo) view at offset (dy, dx)
+        r0, c0 = kh // 2 + rh + dy, kw // 2 + rw + dx
+        return xp[:, :, r0 : r0 + (Ho - 1) * stride[0] + 1 : stride[0],
+                  c0 : c0 + (Wo - 1) * stride[1] + 1 : stride[1]]  # fmt: skip
+
+    offsets = [(dy, dx) for dy in range(-rh, rh + 1) for dx in range(-rw, rw + 1)]
+    taps = [tap(dy, dx) for dy, dx in offsets]
+    scores = _window_scores(opts.score_for_weights, opts, tap(0, 0), taps, offsets)
+    weights = scores.softmax(dim=1) if opts.weighting == "softmax" else scores  # (B, k, Ho, Wo)
+    if dropout_p and training:
+        weights = F.dropout(weights, dropout_p)
+    weights = weights.to(x.dtype)
+    per_tap = None
+    if opts.kernel in ("depthwise", "separable"):
+        per_tap = weight.t()[:, :, None, None]  # (k, C, 1, 1)
+    out = 0
+    for j, t in enumerate(taps):
+        term = weights[:, j : j + 1] * t
+        out = out + (term if per_tap is None else term * per_tap[j])
+    if opts.kernel == "separable":
+        out = F.conv2d(out, pointwise_weight[:, :, None, None])
+    return out if bias is None else out + bias.view(1, -1, 1, 1)

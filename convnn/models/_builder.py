@@ -1,0 +1,113 @@
+"""Shared builder of the ``convnn_*`` models: a timm baseline, then :func:`convnn.convert`.
+
+Every variant is built by timm exactly as its baseline (so parameter counts,
+initialization and ``pretrained=True`` are timm's: weights load into the baseline
+first) and its selected layers are then converted. The ConvNN options default to
+those of :class:`~convnn.ConvNN2d` (convolution models) and
+:class:`~convnn.ConvNNAttention` (ViTs).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from typing import Any
+
+from timm.models import get_pretrained_cfg
+from torch import nn
+
+from ..attention import ConvNNAttention
+from ..convert import ATTENTION_OPTIONS, CONV_OPTIONS, convert
+from ..layers import ConvNN2d
+from ..options import check_choice, check_ratio
+
+__all__ = ["OPTION_NAMES", "baseline_cfg", "build_convnn_model", "cifar_cfg", "pop_options"]
+
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+
+OPTION_NAMES = CONV_OPTIONS | ATTENTION_OPTIONS
+"""Every ConvNN keyword a ``convnn_*`` model accepts."""
+
+_LAYOUT = {"num_prefix_tokens", "pos_grid_size"}  # read from the model by ``convert``
+
+
+def _defaults(fn: Any, names: frozenset[str]) -> dict[str, Any]:
+    params = inspect.signature(fn).parameters
+    return {n: params[n].default for n in sorted(names - _LAYOUT)}
+
+
+CONV_DEFAULTS = _defaults(ConvNN2d.__init__, CONV_OPTIONS)
+ATTENTION_DEFAULTS = _defaults(ConvNNAttention.__init__, ATTENTION_OPTIONS)
+
+
+def pop_options(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Move the ConvNN options out of ``kwargs`` (the rest goes to timm).
+
+    ``k="all"`` stands for ``k=None`` (every token), which ``timm.create_model``
+    would drop as an unset argument.
+    """
+    options = {name: kwargs.pop(name) for name in list(kwargs) if name in OPTION_NAMES}
+    if options.get("k") == "all":
+        options["k"] = None
+    return options
+
+
+def baseline_cfg(name_with_tag: str, **overrides: Any) -> dict[str, Any]:
+    """The pretrained cfg of a timm baseline (its weights load before conversion)."""
+    cfg = get_pretrained_cfg(name_with_tag).to_dict()
+    for key in ("architecture", "tag"):
+        cfg.pop(key, None)
+    return {**cfg, **overrides}
+
+
+def cifar_cfg(**overrides: Any) -> dict[str, Any]:
+    """Pretrained cfg of a CIFAR model: 32x32 inputs, 10 classes, no weights."""
+    cfg = dict(
+        url="",
+        num_classes=10,
+        input_size=(3, 32, 32),
+        crop_pct=1.0,
+        interpolation="bilinear",
+        mean=CIFAR10_MEAN,
+        std=CIFAR10_STD,
+    )
+    return {**cfg, **overrides}
+
+
+def build_convnn_model(
+    create_baseline: Any,
+    variant: str,
+    pretrained: bool,
+    *,
+    layer: str,
+    baseline: str,
+    branch_ratio: float,
+    mix: bool = False,
+    include: Sequence[str] | None = None,
+    kwargs: dict[str, Any],
+) -> nn.Module:
+    """Build the baseline with ``create_baseline(variant, pretrained, **kwargs)`` and convert it.
+
+    Args:
+        layer: ``baseline`` (``"conv"`` or ``"attention"``: the unmodified model),
+            ``"convnn"`` or ``"branching"``.
+        branch_ratio: ConvNN share of each branching layer (channels or heads).
+        include: module-name patterns to convert (``None``: every candidate).
+        kwargs: timm model arguments and ConvNN options together.
+    """
+    check_choice("layer", layer, [baseline, "convnn", "branching"])
+    check_ratio("branch_ratio", branch_ratio)
+    options = pop_options(kwargs)
+    model = create_baseline(variant, pretrained, **kwargs)
+    if layer == baseline:
+        return model
+    defaults = ATTENTION_DEFAULTS if baseline == "attention" else CONV_DEFAULTS
+    return convert(
+        model,
+        layer,  # type: ignore[arg-type]
+        include=include,
+        branch_ratio=branch_ratio,
+        mix=mix,
+        **{**defaults, **options},
+    )

@@ -1,0 +1,134 @@
+"""ConvNN ResNets (SPEC §3): timm's ``ResNet`` with the 3x3 convolutions of its blocks
+replaced by ConvNN or branching layers.
+
+``stages`` picks the converted stages (1-4); within them every 3x3 convolution of a
+block is converted (the middle conv of a bottleneck, both convs of a basic block),
+stride-2 ones included. The stem and the 1x1 convolutions are never converted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models.resnet import BasicBlock, Bottleneck, ResNet
+from torch import nn
+
+from ._builder import baseline_cfg, build_convnn_model, cifar_cfg
+
+__all__ = ["CifarResNet"]
+
+
+class CifarResNet(ResNet):
+    """timm ``ResNet`` with the CIFAR stem: one 3x3 stride-1 convolution, no max-pool.
+
+    For 32x32 inputs; the stages then see 32, 16, 8 and 4 pixel maps.
+    """
+
+    def __init__(self, *args: Any, in_chans: int = 3, device=None, dtype=None, **kwargs: Any):
+        super().__init__(*args, in_chans=in_chans, device=device, dtype=dtype, **kwargs)
+        stem = self.bn1.num_features
+        self.conv1 = nn.Conv2d(in_chans, stem, 3, padding=1, bias=False, device=device, dtype=dtype)
+        nn.init.kaiming_normal_(self.conv1.weight, mode="fan_out", nonlinearity="relu")
+        self.maxpool = nn.Identity()
+        for info in self.feature_info:
+            info["reduction"] = max(1, info["reduction"] // (2 if info["module"] == "act1" else 4))
+
+
+def _create(cls: type[ResNet]):
+    def create(variant: str, pretrained: bool, **kwargs: Any) -> ResNet:
+        return build_model_with_cfg(cls, variant, pretrained, **kwargs)
+
+    return create
+
+
+def _resnet(
+    variant: str,
+    pretrained: bool,
+    model_args: dict[str, Any],
+    layer: str,
+    branch_ratio: float,
+    stages: Sequence[int],
+    mix: bool,
+    kwargs: dict[str, Any],
+    cls: type[ResNet] = ResNet,
+) -> ResNet:
+    if not stages or any(s not in (1, 2, 3, 4) for s in stages):
+        raise ValueError(f"stages={stages!r} must be a non-empty subset of (1, 2, 3, 4)")
+    return build_convnn_model(  # type: ignore[return-value]
+        _create(cls),
+        variant,
+        pretrained,
+        layer=layer,
+        baseline="conv",
+        branch_ratio=branch_ratio,
+        mix=mix,
+        include=[f"layer{s}.*" for s in stages],
+        kwargs={**model_args, **kwargs},
+    )
+
+
+default_cfgs = generate_default_cfgs(
+    {
+        "convnn_resnet50.a1_in1k": baseline_cfg("resnet50.a1_in1k"),
+        "convnn_resnet18.a1_in1k": baseline_cfg("resnet18.a1_in1k"),
+        "convnn_resnet18_cifar": cifar_cfg(pool_size=(4, 4), first_conv="conv1", classifier="fc"),
+    }
+)
+
+
+@register_model
+def convnn_resnet50(
+    pretrained: bool = False,
+    layer: str = "convnn",
+    branch_ratio: float = 0.5,
+    stages: Sequence[int] = (1, 2, 3, 4),
+    mix: bool = False,
+    **kwargs: Any,
+) -> ResNet:
+    """ResNet-50 with ConvNN (``layer="convnn"``), branching or plain (``"conv"``) 3x3 convs.
+
+    ``pretrained=True`` loads timm's ``resnet50.a1_in1k`` weights before conversion.
+    ConvNN options are keyword arguments (see :class:`convnn.ConvNN2d`).
+    """
+    args = dict(block=Bottleneck, layers=(3, 4, 6, 3))
+    return _resnet("convnn_resnet50", pretrained, args, layer, branch_ratio, stages, mix, kwargs)
+
+
+@register_model
+def convnn_resnet18(
+    pretrained: bool = False,
+    layer: str = "convnn",
+    branch_ratio: float = 0.5,
+    stages: Sequence[int] = (1, 2, 3, 4),
+    mix: bool = False,
+    **kwargs: Any,
+) -> ResNet:
+    """ResNet-18 (ImageNet layout) with ConvNN, branching or plain 3x3 convs."""
+    args = dict(block=BasicBlock, layers=(2, 2, 2, 2))
+    return _resnet("convnn_resnet18", pretrained, args, layer, branch_ratio, stages, mix, kwargs)
+
+
+@register_model
+def convnn_resnet18_cifar(
+    pretrained: bool = False,
+    layer: str = "convnn",
+    branch_ratio: float = 0.5,
+    stages: Sequence[int] = (1, 2, 3, 4),
+    mix: bool = False,
+    **kwargs: Any,
+) -> ResNet:
+    """ResNet-18 for 32x32 inputs (3x3 stem, no max-pool, 10 classes by default)."""
+    args = dict(block=BasicBlock, layers=(2, 2, 2, 2))
+    return _resnet(
+        "convnn_resnet18_cifar",
+        pretrained,
+        args,
+        layer,
+        branch_ratio,
+        stages,
+        mix,
+        kwargs,
+        cls=CifarResNet,
+    )
