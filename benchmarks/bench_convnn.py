@@ -25,8 +25,9 @@ from timm.layers import Attention  # noqa: E402
 from torch import nn  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(__file__))
-import convnn  # noqa: E402
 from measure import median_time, peak_memory  # noqa: E402
+
+import convnn  # noqa: E402
 
 Step = Callable[[], None]
 
@@ -69,47 +70,110 @@ def cases() -> list[Case]:
     fast = convnn.ConvNN2d(64, 64, backend="fast", **layer)
     ref = convnn.ConvNN2d(64, 64, backend="reference", **layer)
     ref.load_state_dict(fast.state_dict())
-    out.append(Case("ConvNN2d all cosine k=9, C=64 56x56 B=2", "time <= 0.5x, memory <= 0.3x",
-                    step(fast, x), step(ref, x), "reference backend", 0.5, 0.3))
+    out.append(
+        Case(
+            "ConvNN2d all cosine k=9, C=64 56x56 B=2",
+            "time <= 0.5x, memory <= 0.3x",
+            step(fast, x),
+            step(ref, x),
+            "reference backend",
+            0.5,
+            0.3,
+        )
+    )
 
     x = map_input(8, 64, 56)
     conv = conv3x3(64)
-    out.append(Case("ConvNN2d as 3x3 conv, C=64 56x56 B=8", "time <= 1.2x",
-                    step(convnn.ConvNN2d.from_conv2d(conv), x), step(conv, x), "nn.Conv2d", 1.2))
+    out.append(
+        Case(
+            "ConvNN2d as 3x3 conv, C=64 56x56 B=8",
+            "time <= 1.2x",
+            step(convnn.ConvNN2d.from_conv2d(conv), x),
+            step(conv, x),
+            "nn.Conv2d",
+            1.2,
+        )
+    )
 
-    na = convnn.ConvNN2d(64, 64, 3, padding=1, candidates="window", similarity="dot",
-                         weighting="softmax", kernel="sum")
-    out.append(Case("ConvNN2d 3x3 window softmax(dot), C=64 56x56 B=8", "time, memory <= 3x",
-                    step(na, x), step(conv, x), "nn.Conv2d 3x3", 3.0, 3.0))
+    na = convnn.ConvNN2d(
+        64,
+        64,
+        3,
+        padding=1,
+        candidates="window",
+        similarity="dot",
+        weighting="softmax",
+        kernel="sum",
+    )
+    out.append(
+        Case(
+            "ConvNN2d 3x3 window softmax(dot), C=64 56x56 B=8",
+            "time, memory <= 3x",
+            step(na, x),
+            step(conv, x),
+            "nn.Conv2d 3x3",
+            3.0,
+            3.0,
+        )
+    )
 
     for dim, heads, B in ((192, 3, 32), (768, 12, 8)):
         t = torch.randn(B, 197, dim)
         attn = Attention(dim, heads, qkv_bias=True)
         cnn = convnn.ConvNNAttention.from_attention(attn, k=9)
-        out.append(Case(f"ConvNNAttention all k=9, dim {dim}, {heads} heads, 197 tok, B={B}",
-                        "time <= 2.0x, memory <= 1.5x", step(cnn, t), step(attn, t),
-                        "SDPA attention", 2.0, 1.5))
+        out.append(
+            Case(
+                f"ConvNNAttention all k=9, dim {dim}, {heads} heads, 197 tok, B={B}",
+                "time <= 2.0x, memory <= 1.5x",
+                step(cnn, t),
+                step(attn, t),
+                "SDPA attention",
+                2.0,
+                1.5,
+            )
+        )
     t = torch.randn(32, 197, 192)
     attn = Attention(192, 3, qkv_bias=True)
-    out.append(Case("ConvNNAttention k=N, dim 192, B=32", "time <= 1.1x",
-                    step(convnn.ConvNNAttention.from_attention(attn), t), step(attn, t),
-                    "SDPA attention", 1.1))
+    out.append(
+        Case(
+            "ConvNNAttention k=N, dim 192, B=32",
+            "time <= 1.1x",
+            step(convnn.ConvNNAttention.from_attention(attn), t),
+            step(attn, t),
+            "SDPA attention",
+            1.1,
+        )
+    )
 
     x = map_input(1, 64, 112)
     big = convnn.ConvNN2d(64, 64, **layer)
-    out.append(Case("ConvNN2d all cosine k=9, C=64 112x112 B=1", "peak memory < 1 GiB",
-                    step(big, x), step(conv3x3(64), x), "nn.Conv2d 3x3",
-                    max_memory_bytes=2**30))
+    out.append(
+        Case(
+            "ConvNN2d all cosine k=9, C=64 112x112 B=1",
+            "peak memory < 1 GiB",
+            step(big, x),
+            step(conv3x3(64), x),
+            "nn.Conv2d 3x3",
+            max_memory_bytes=2**30,
+        )
+    )
     return out
 
 
 def run_case(case: Case, repeats: int) -> dict:
     t_new, t_base = median_time(case.convnn, repeats), median_time(case.baseline, repeats)
     m_new, m_base = peak_memory(case.convnn), peak_memory(case.baseline)
-    row = dict(name=case.name, baseline=case.baseline_name, target=case.target,
-               time_s=t_new, baseline_time_s=t_base, time_ratio=t_new / t_base,
-               memory_bytes=m_new, baseline_memory_bytes=m_base,
-               memory_ratio=m_new / max(m_base, 1))
+    row = dict(
+        name=case.name,
+        baseline=case.baseline_name,
+        target=case.target,
+        time_s=t_new,
+        baseline_time_s=t_base,
+        time_ratio=t_new / t_base,
+        memory_bytes=m_new,
+        baseline_memory_bytes=m_base,
+        memory_ratio=m_new / max(m_base, 1),
+    )
     ok = True
     if case.max_time_ratio is not None:
         ok &= row["time_ratio"] <= case.max_time_ratio
@@ -122,13 +186,16 @@ def run_case(case: Case, repeats: int) -> dict:
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| case | baseline | time ratio | memory ratio | ConvNN time | ConvNN peak | target | met |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| case | baseline | time ratio | memory ratio | ConvNN time | ConvNN peak | target | met |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         lines.append(
             f"| {r['name']} | {r['baseline']} | {r['time_ratio']:.2f}x | {r['memory_ratio']:.2f}x "
             f"| {r['time_s'] * 1e3:.1f} ms | {r['memory_bytes'] / 2**20:.0f} MiB | {r['target']} "
-            f"| {'yes' if r['met'] else 'NO'} |")
+            f"| {'yes' if r['met'] else 'NO'} |"
+        )
     return "\n".join(lines)
 
 

@@ -22,12 +22,14 @@ from torch import Tensor
 
 from . import positional
 from .aggregation import aggregate
+from .gather_ops import weighted_gather_sum
 from .geometry import (
     CandidateTable,
     Grid,
     all_candidates,
     chebyshev_distance,
     conv_queries,
+    hashed_sample,
     random_sample,
     sampled_candidates,
     spatial_sample,
@@ -36,6 +38,8 @@ from .geometry import (
 from .map_paths import as_convolution, is_convolution, shifts_apply, window_by_shifts
 from .options import ConvNNOptions, resolve_backend
 from .selection import gather_tokens, neighbor_scores, select_neighbors
+from .window_attention import applies as window_attention_applies
+from .window_attention import window_attention
 
 __all__ = ["ConvNNOptions", "Grid", "convnn", "convnn2d", "candidate_table", "encode_positions"]
 
@@ -132,10 +136,10 @@ def candidate_table(
         return window_candidates(query_index, grid, opts.window_shape, opts.window_border)  # type: ignore
     if opts.candidates == "spatial":
         return sampled_candidates(spatial_sample(grid, opts.num_samples, device), query_index, grid)  # type: ignore
-    if sample is None:
-        if not training:
-            generator = torch.Generator().manual_seed(opts.sample_seed)
+    if sample is None and training:
         sample = random_sample(num_tokens, opts.num_samples, device, generator)  # type: ignore
+    elif sample is None:
+        sample = hashed_sample(num_tokens, opts.num_samples, opts.sample_seed, device)  # type: ignore
     return sampled_candidates(sample, query_index, grid)
 
 
@@ -265,6 +269,10 @@ def convnn(
         weights = scores.softmax(-1) if opts.weighting == "softmax" else scores
         if dropout_p and training:
             weights = F.dropout(weights, dropout_p)
+    if use == "fast" and opts.kernel == "sum":
+        w = weights if weights is not None else value.new_ones(index.shape)
+        out = weighted_gather_sum(value, index, w, table.has_null)  # (*, Nq, C)
+        return out if bias is None else out + bias
     neighbors = gather_tokens(value, index, table.has_null)  # (*, Nq, k, C)
     return aggregate(neighbors, weights, opts.kernel, weight, pointwise_weight, bias)
 
@@ -302,6 +310,8 @@ def convnn2d(
         out_channels = C if weight is None else weight.shape[0]
         if options.kernel == "separable":
             out_channels = pointwise_weight.shape[0]  # type: ignore[union-attr]
+        if window_attention_applies(options, kernel_size, stride, padding, out_channels, C):
+            return window_attention(x, kernel_size, bias)
         if shifts_apply(options, kernel_size, out_channels, C):
             return window_by_shifts(
                 x, options, weight, pointwise_weight, bias, kernel_size, stride, padding, training

@@ -37,21 +37,25 @@ def _gather(x: Tensor, index: Tensor) -> Tensor:
 
 
 def _gather_dot(q: Tensor, key: Tensor, index: Tensor) -> Tensor:
+    out = q.new_empty(index.shape)
     rows = _block_rows(index, key.shape[-1])
-    parts = []
     for s in range(0, index.shape[-2], rows):
         block = index[..., s : s + rows, :]
-        parts.append((_gather(key, block) * q[..., s : s + rows, None, :]).sum(-1))
-    return torch.cat(parts, dim=-2)
+        torch.sum(
+            _gather(key, block) * q[..., s : s + rows, None, :], -1, out=out[..., s : s + rows, :]
+        )
+    return out
 
 
 def _gather_sum(v: Tensor, index: Tensor, w: Tensor) -> Tensor:
+    out = v.new_empty(*index.shape[:-1], v.shape[-1])
     rows = _block_rows(index, v.shape[-1])
-    parts = []
     for s in range(0, index.shape[-2], rows):
         block = index[..., s : s + rows, :]
-        parts.append((_gather(v, block) * w[..., s : s + rows, :, None]).sum(-2))
-    return torch.cat(parts, dim=-2)
+        torch.sum(
+            _gather(v, block) * w[..., s : s + rows, :, None], -2, out=out[..., s : s + rows, :]
+        )
+    return out
 
 
 def _scatter_sum(num_rows: int, index: Tensor, w: Tensor, x: Tensor) -> Tensor:

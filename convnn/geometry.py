@@ -174,6 +174,20 @@ def random_sample(
     return perm[:num_samples].sort().values.to(device)
 
 
+def hashed_sample(num_tokens: int, num_samples: int, seed: int, device: torch.device) -> Tensor:
+    """A fixed pseudo-random choice of ``r`` distinct tokens for evaluation, sorted.
+
+    A splitmix64 hash of ``(token, seed)`` ranks the tokens: the same on every call
+    and device, with no ``torch.Generator`` (so it compiles without graph breaks).
+    """
+    z = torch.arange(num_tokens, device=device, dtype=torch.int64) + seed * 0x9E3779B9 + 1
+    z = z * 0x2545F4914F6CDD1D
+    z = (z ^ (z >> 30)) * -0x40A7B892E31B1A47  # 0xBF58476D1CE4E5B9 as int64
+    z = (z ^ (z >> 27)) * -0x6B2FB644ECCEEE15  # 0x94D049BB133111EB as int64
+    z = z ^ (z >> 31)
+    return z.argsort()[:num_samples].sort().values
+
+
 def sampled_candidates(sample: Tensor, query_index: Tensor, grid: Grid | None) -> CandidateTable:
     """Shared sample plus the query itself in slot 0: ``(Nq, 1 + r)``."""
     index = torch.cat(

@@ -8,12 +8,16 @@ gradient into the query and key features.
 
 from __future__ import annotations
 
+import math
+
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
+from .gather_ops import gather_dot
 from .geometry import CandidateTable
 from .options import ConvNNOptions
-from .similarity import feature_scores, mixed_scores, score_dtype
+from .similarity import EPS, feature_scores, mixed_scores, score_dtype
 
 FEATURE = ("dot", "cosine", "euclidean")
 
@@ -103,11 +107,14 @@ def ranked_slots(scores: Tensor, k: int) -> Tensor:
     return slots
 
 
-def top_k(scores: Tensor, k: int, table: CandidateTable, order: str) -> tuple[Tensor, Tensor]:
+def top_k(
+    scores: Tensor, k: int, table: CandidateTable, order: str, exact_sort: bool = False
+) -> tuple[Tensor, Tensor]:
     """Select ``k`` of ``M`` candidates from detached ``scores`` ``(*, Nq, M)``.
 
     Returns ``(index, slots)``, both ``(*, Nq, k)``: token indices and candidate slots,
     in rank order or, for ``order="offset"``, in raster order of the neighbor position.
+    ``exact_sort`` (the reference backend) ranks with a full stable sort.
     """
     if table.forced_self:
         dup = table.index[:, 1:] == table.index[:, :1]  # (Nq, r)
@@ -118,7 +125,7 @@ def top_k(scores: Tensor, k: int, table: CandidateTable, order: str) -> tuple[Te
             ),
             dim=-1,
         )
-    slots = ranked_slots(scores, k)
+    slots = _stable_sorted(scores, k) if exact_sort else ranked_slots(scores, k)
     index = table.index.expand(scores.shape).gather(-1, slots)
     if order == "offset":
         raster = index if table.forced_self else slots
@@ -165,7 +172,7 @@ def select_neighbors(
         if needs_w:
             same = wkind == opts.similarity
             dense_w = sel if same else dense_scores(wkind, opts, query, key, table, distance)
-        index, slots = top_k(sel.detach(), k, table, order)
+        index, slots = top_k(sel.detach(), k, table, order, exact_sort=True)
         return index, slots, dense_w
 
     Nq, M = query.shape[-2], table.size
@@ -203,5 +210,27 @@ def neighbor_scores(
     if kind == "location":
         dist = distance.expand(*index.shape[:-1], table.size)  # type: ignore[union-attr]
         return -dist.gather(-1, slots).to(score_dtype(query.dtype))
-    neighbors = gather_tokens(key, index, table.has_null)  # (*, Nq, k, D)
-    return feature_scores(kind, query, neighbors, per_query=True)  # (B, Nq, k)
+    return gathered_feature_scores(kind, query, key, index, table.has_null)
+
+
+def gathered_feature_scores(
+    kind: str, query: Tensor, key: Tensor, index: Tensor, has_null: bool
+) -> Tensor:
+    """``dot``/``cosine``/``euclidean`` scores of the selected neighbors ``(*, Nq, k)``,
+    through :func:`~convnn.gather_ops.gather_dot` (no gathered key tensor is kept)."""
+    with torch.autocast(query.device.type, enabled=False):
+        dtype = score_dtype(query.dtype)
+        q, k = query.to(dtype), key.to(dtype)
+        if kind == "cosine":
+            q, k = F.normalize(q, dim=-1, eps=EPS), F.normalize(k, dim=-1, eps=EPS)
+        dots = gather_dot(q, k, index, has_null)
+        if kind == "dot":
+            return dots / math.sqrt(q.shape[-1])
+        if kind == "cosine":
+            return dots
+        k2 = k.square().sum(-1)  # (*, N)
+        if has_null:
+            k2 = torch.cat((k2, k2.new_zeros(*k2.shape[:-1], 1)), dim=-1)
+        k2 = k2.unsqueeze(-2).expand(*index.shape[:-1], k2.shape[-1]).gather(-1, index)
+        sq = (q.square().sum(-1, keepdim=True) + k2 - 2 * dots).clamp(min=0)
+        return -(sq + EPS).sqrt()
