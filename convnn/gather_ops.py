@@ -16,6 +16,8 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from . import triton_kernels
+
 BLOCK_BYTES = 16 * 2**20
 
 
@@ -37,6 +39,8 @@ def _gather(x: Tensor, index: Tensor) -> Tensor:
 
 
 def _gather_dot(q: Tensor, key: Tensor, index: Tensor) -> Tensor:
+    if triton_kernels.use_triton(q):
+        return triton_kernels.gather_dot(q, key.expand(*index.shape[:-2], *key.shape[-2:]), index)
     out = q.new_empty(index.shape)
     rows = _block_rows(index, key.shape[-1])
     for s in range(0, index.shape[-2], rows):
@@ -48,6 +52,8 @@ def _gather_dot(q: Tensor, key: Tensor, index: Tensor) -> Tensor:
 
 
 def _gather_sum(v: Tensor, index: Tensor, w: Tensor) -> Tensor:
+    if triton_kernels.use_triton(v):
+        return triton_kernels.gather_sum(v.expand(*index.shape[:-2], *v.shape[-2:]), index, w)
     out = v.new_empty(*index.shape[:-1], v.shape[-1])
     rows = _block_rows(index, v.shape[-1])
     for s in range(0, index.shape[-2], rows):
