@@ -83,7 +83,7 @@ class ConvNNAttention(nn.Module):
         num_prefix_tokens: int = 1,
         pos_grid_size: tuple[int, int] = (14, 14),
         sample_seed: int = 0,
-        selection_budget_mb: float = 64.0,
+        selection_budget_mb: float | None = None,
         backend: Backend = "auto",
         convnn_heads: int | None = None,
     ) -> None:

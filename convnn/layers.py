@@ -184,7 +184,7 @@ class ConvNN2d(_ConvNNNd):
         coords_to_values: bool = False,
         pos_grid_size: tuple[int, int] = (14, 14),
         sample_seed: int = 0,
-        selection_budget_mb: float = 64.0,
+        selection_budget_mb: float | None = None,
         backend: Backend = "auto",
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,

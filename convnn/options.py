@@ -91,7 +91,8 @@ class ConvNNOptions:
             appends 2 channels, also to the values when ``coords_to_values``).
         sample_seed: seed of the fixed ``random`` candidate set used in eval mode.
         selection_budget_mb: the fast backend selects over blocks of queries whose
-            similarity block stays under this many MiB.
+            similarity block stays under this many MiB; ``None``: 4 MiB on the CPU
+            (cache-sized blocks), 256 MiB on GPUs.
         backend: ``auto`` (``CONVNN_BACKEND`` or ``fast``), ``reference`` or ``fast``.
     """
 
@@ -110,7 +111,7 @@ class ConvNNOptions:
     positional_encoding: PositionalEncoding = "none"
     coords_to_values: bool = False
     sample_seed: int = 0
-    selection_budget_mb: float = 64.0
+    selection_budget_mb: float | None = None
     backend: Backend = "auto"
 
     def __post_init__(self) -> None:
@@ -127,7 +128,7 @@ class ConvNNOptions:
         check_choice("kernel", self.kernel, Kernel)
         check_choice("positional_encoding", self.positional_encoding, PositionalEncoding)
         check_choice("backend", self.backend, Backend)
-        if self.selection_budget_mb <= 0:
+        if self.selection_budget_mb is not None and self.selection_budget_mb <= 0:
             raise ValueError(f"selection_budget_mb={self.selection_budget_mb!r} must be > 0")
         self._check_candidates()
 

@@ -177,7 +177,8 @@ def select_neighbors(
 
     Nq, M = query.shape[-2], table.size
     batch = query[..., 0, 0].numel()
-    block = max(1, int(opts.selection_budget_mb * 2**20 // (4 * batch * M)))
+    budget = opts.selection_budget_mb or (256.0 if query.is_cuda else 4.0)
+    block = max(1, int(budget * 2**20 // (4 * batch * M)))
     parts = []
     with torch.no_grad():
         for start in range(0, Nq, block):
