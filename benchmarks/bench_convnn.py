@@ -63,6 +63,46 @@ def conv3x3(C: int) -> nn.Conv2d:
     return nn.Conv2d(C, C, 3, padding=1)
 
 
+def vit_tiny_32(attn_layer: type[nn.Module]) -> nn.Module:
+    """ViT-Tiny (192 wide, 12 blocks, 3 heads) on 32x32 images with 4x4 patches."""
+    from timm.models.vision_transformer import VisionTransformer
+
+    return VisionTransformer(img_size=32, patch_size=4, embed_dim=192, depth=12, num_heads=3,
+                             num_classes=10, attn_layer=attn_layer)  # fmt: skip
+
+
+def train_step(model: nn.Module, images: torch.Tensor) -> Step:
+    """One SGD training step (forward, cross-entropy, backward, update)."""
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+    labels = torch.arange(images.shape[0]) % 10
+
+    def run() -> None:
+        opt.zero_grad(set_to_none=True)
+        nn.functional.cross_entropy(model(images), labels).backward()
+        opt.step()
+
+    return run
+
+
+def gpu_cases() -> list[Case]:
+    """ViT-B/16 attention at 224 (197 tokens, B=64, bf16) and ResNet-50 stage sizes."""
+    out = []
+    dev, bf16 = "cuda", torch.bfloat16
+    t = torch.randn(64, 197, 768, device=dev, dtype=bf16)
+    attn = Attention(768, 12, qkv_bias=True).to(dev, bf16)
+    for k in (9, 16):
+        cnn = convnn.ConvNNAttention.from_attention(attn, k=k)
+        out.append(Case(f"[cuda bf16] ConvNNAttention k={k}, ViT-B/16, B=64", "time <= 1.3x",
+                        step(cnn, t), step(attn, t), "flash attention (SDPA)", 1.3))  # fmt: skip
+    for C, H in ((64, 56), (128, 28), (256, 14), (512, 7)):
+        x = torch.randn(64, C, H, H, device=dev, dtype=bf16)
+        conv = conv3x3(C).to(dev, bf16)
+        cnn = convnn.ConvNN2d(C, C, 3, padding=1, similarity="cosine", k=9).to(dev, bf16)
+        out.append(Case(f"[cuda bf16] ConvNN2d all cosine k=9, C={C} {H}x{H}, B=64", "report",
+                        step(cnn, x), step(conv, x), "nn.Conv2d 3x3"))  # fmt: skip
+    return out
+
+
 def cases() -> list[Case]:
     out = []
     x = map_input(2, 64, 56)
@@ -157,6 +197,14 @@ def cases() -> list[Case]:
             max_memory_bytes=2**30,
         )
     )
+    images = torch.randn(16, 3, 32, 32)
+    torch.manual_seed(0)
+    cnn_vit = vit_tiny_32(convnn.ConvNNAttention)
+    torch.manual_seed(0)
+    vit = vit_tiny_32(Attention)
+    out.append(Case("training step convnn ViT-Tiny patch4 32x32 (k=9), B=16", "throughput >= 0.7x",
+                    train_step(cnn_vit, images), train_step(vit, images), "timm ViT-Tiny",
+                    max_time_ratio=1 / 0.7))  # fmt: skip
     return out
 
 
@@ -187,7 +235,8 @@ def run_case(case: Case, repeats: int) -> dict:
 
 def markdown(rows: list[dict]) -> str:
     lines = [
-        "| case | baseline | time ratio | memory ratio | ConvNN time | ConvNN peak | target | met |",
+        "| case | baseline | time ratio | memory ratio | ConvNN time | ConvNN peak | target "
+        "| met |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
@@ -205,17 +254,20 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--only", help="run the cases whose name contains this text")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     rows = []
-    for case in cases():
+    all_cases = gpu_cases() if args.device == "cuda" else cases()
+    for case in all_cases:
         if args.only and args.only not in case.name:
             continue
         rows.append(run_case(case, args.repeats))
         print(markdown(rows[-1:]).splitlines()[-1], flush=True)
     print()
-    print(f"torch {torch.__version__}, {args.threads} threads, float32")
+    where = torch.cuda.get_device_name() if args.device == "cuda" else f"{args.threads} threads"
+    print(f"torch {torch.__version__}, {where}")
     print(markdown(rows))
     if args.json:
         with open(args.json, "w") as f:

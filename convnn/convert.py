@@ -170,6 +170,34 @@ def _convert_attention(
     return ConvNNAttention.from_attention(attn, k=k, **settings)
 
 
+def _issue(module: nn.Module, kind: str, layer: str) -> str | None:
+    """Why ``module`` cannot be converted, or ``None``."""
+    if kind == "conv":
+        return _conv_issue(module, layer)  # type: ignore[arg-type]
+    return "gated attention" if getattr(module, "gate", None) is not None else None
+
+
+def _new_layer(
+    module: nn.Module,
+    kind: str,
+    name: str,
+    layer: str,
+    ratio: float,
+    mix: bool,
+    settings: dict[str, dict[str, Any]],
+    modules: dict[str, nn.Module],
+) -> nn.Module | None:
+    """The ConvNN replacement of ``module`` (``None`` if it cannot be converted)."""
+    if _issue(module, kind, layer) is not None:
+        return None
+    if kind == "attention":
+        options = {**_token_layout(modules, name), **settings["attention"]}
+        return _convert_attention(module, layer, ratio, options)
+    if layer == "branching":
+        return _branching_conv(module, ratio, mix, settings["conv"])  # type: ignore[arg-type]
+    return _convnn_conv(module, settings["conv"])  # type: ignore[arg-type]
+
+
 def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
     parent_name, _, child = name.rpartition(".")
     setattr(model.get_submodule(parent_name), child, new)
@@ -217,8 +245,10 @@ def convert(
             f"unknown ConvNN options {sorted(unknown)}; "
             f"allowed: {sorted(CONV_OPTIONS | ATTENTION_OPTIONS)}"
         )
-    conv_settings = {n: v for n, v in options.items() if n in CONV_OPTIONS}
-    attn_settings = {n: v for n, v in options.items() if n in ATTENTION_OPTIONS}
+    settings = {
+        "conv": {n: v for n, v in options.items() if n in CONV_OPTIONS},
+        "attention": {n: v for n, v in options.items() if n in ATTENTION_OPTIONS},
+    }
     modules = dict(model.named_modules())
     inside = [n for n, m in modules.items() if isinstance(m, _CONVNN_MODULES)]
     converted: list[str] = []
@@ -229,22 +259,12 @@ def convert(
             continue
         if any(n != name and (not n or name.startswith(n + ".")) for n in inside):
             continue  # already part of a ConvNN layer
-        if kind == "conv":
-            issue = _conv_issue(module, layer)  # type: ignore[arg-type]
-            if issue is not None:
-                if include is not None:
-                    warnings.warn(f"convert: {name!r} left unchanged: {issue}", stacklevel=2)
-                continue
-            if layer == "branching":
-                new = _branching_conv(module, branch_ratio, mix, conv_settings)  # type: ignore
-            else:
-                new = _convnn_conv(module, conv_settings)  # type: ignore[arg-type]
-        else:
-            if getattr(module, "gate", None) is not None:
-                warnings.warn(f"convert: {name!r} left unchanged: gated attention", stacklevel=2)
-                continue
-            settings = {**_token_layout(modules, name), **attn_settings}
-            new = _convert_attention(module, layer, branch_ratio, settings)
+        new = _new_layer(module, kind, name, layer, branch_ratio, mix, settings, modules)
+        if new is None:
+            if include is not None:
+                reason = _issue(module, kind, layer)
+                warnings.warn(f"convert: {name!r} left unchanged: {reason}", stacklevel=2)
+            continue
         new.train(module.training)
         if name:
             _replace(model, name, new)

@@ -9,7 +9,7 @@ backend): forward hooks measure what the counter saw inside each ConvNN layer
 normalizations, softmax and input-independent location tables are free; top-k
 comparisons are reported as a separate figure.
 
-Run ``python -m convnn.profile`` for the table of the paper's models.
+Run ``python -m convnn.models.zoo`` for the tables of the ``convnn_*`` models.
 """
 
 from __future__ import annotations
@@ -26,7 +26,14 @@ from .attention import ConvNNAttention
 from .layers import ConvNN1d, ConvNN2d
 from .options import ConvNNOptions
 
-__all__ = ["ModelProfile", "convnn_flops", "print_profiles", "profile", "profile_models"]
+__all__ = [
+    "ModelProfile",
+    "convnn_flops",
+    "markdown_table",
+    "print_profiles",
+    "profile",
+    "profile_models",
+]
 
 PARTS = ("similarity", "weighting", "aggregation")
 _FEATURE = ("dot", "cosine", "euclidean", "mixed")
@@ -58,10 +65,8 @@ def _num_candidates(opts: ConvNNOptions, num_tokens: int, single_row: bool) -> i
     return r + 1  # the query itself is always a candidate
 
 
-def _operator_flops(
-    opts: ConvNNOptions, nq: int, m: int, d: int, c: int, o: int
-) -> dict[str, int]:
-    """FLOPs of ``nq`` queries over ``m`` candidates: features ``d``, values ``c``, outputs ``o``."""
+def _operator_flops(opts: ConvNNOptions, nq: int, m: int, d: int, c: int, o: int) -> dict[str, int]:
+    """``nq`` queries, ``m`` candidates; ``d`` feature, ``c`` value, ``o`` output channels."""
     k = opts.k if opts.k is not None else m
     sim = 2 * nq * m * d if opts.similarity in _FEATURE else 0
     weighting = 0
@@ -161,8 +166,9 @@ def _hook_convnn_layers(model: nn.Module, counter: FlopCounterMode, tally: dict[
 
     def child_after(owner):
         def hook(module, args, output):
-            if owner in state:
-                state[owner][1] += counter.get_total_flops() - state.pop(module)
+            start = state.pop(module, None)
+            if owner in state and start is not None:
+                state[owner][1] += counter.get_total_flops() - start
 
         return hook
 
@@ -226,20 +232,40 @@ def profile_models(
     return {name: profile(model, input_size) for name, model in models.items()}
 
 
+def _rows(profiles: Mapping[str, ModelProfile]) -> list[tuple[str, ...]]:
+    base = next(iter(profiles.values()), None)
+    rows = []
+    for name, p in profiles.items():
+        ratio = p.gflops / base.gflops if base and base.gflops else float("nan")
+        parts = (f"{p.convnn.get(k, 0.0):.2f}" for k in PARTS)
+        cells = (f"{p.params:,}", f"{p.gflops:.2f}", f"{ratio:.2f}", *parts)
+        rows.append((name, *cells, f"{p.topk_gcomparisons:.3f}"))
+    return rows
+
+
+_COLUMNS = ("model", "params", "GFLOPs", "x base", "sim", "weight", "agg", "top-k G cmp")
+
+
 def print_profiles(
     profiles: Mapping[str, ModelProfile], title: str | None = None, console=None
 ) -> None:
-    """A rich table of profiles side by side; ratios are against the first row."""
+    """A rich table of profiles side by side; ``x base`` is against the first row.
+
+    ``sim``, ``weight`` and ``agg`` are the ConvNN operators' GFLOPs (part of ``GFLOPs``).
+    """
     from rich.console import Console
     from rich.table import Table
 
     table = Table(title=title)
-    for col in ("model", "params (M)", "GFLOPs", "x base", "ConvNN sim / wgt / agg", "top-k G"):
+    for col in _COLUMNS:
         table.add_column(col, justify="left" if col == "model" else "right")
-    base = next(iter(profiles.values()), None)
-    for name, p in profiles.items():
-        parts = " / ".join(f"{p.convnn.get(k, 0.0):.2f}" for k in PARTS)
-        ratio = p.gflops / base.gflops if base and base.gflops else float("nan")
-        row = (f"{p.params / 1e6:.2f}", f"{p.gflops:.2f}", f"{ratio:.2f}", parts)
-        table.add_row(name, *row, f"{p.topk_gcomparisons:.3f}")
-    (console or Console()).print(table)
+    for row in _rows(profiles):
+        table.add_row(*row)
+    (console or Console(width=120)).print(table)
+
+
+def markdown_table(profiles: Mapping[str, ModelProfile]) -> str:
+    """The :func:`print_profiles` table in Markdown."""
+    lines = ["| " + " | ".join(_COLUMNS) + " |", "|---" + "|---:" * (len(_COLUMNS) - 1) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in _rows(profiles)]
+    return "\n".join(lines)

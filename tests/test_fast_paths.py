@@ -226,3 +226,20 @@ def test_triton_kernels_interpreted():
                           text=True, timeout=600)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "triton ok" in proc.stdout
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_fast_equals_reference():
+    """On a GPU the fast backend (compiled Triton kernels) equals the reference."""
+    torch.manual_seed(0)
+    attn = convnn.ConvNNAttention(64, 4, k=7).cuda()
+    x = torch.randn(3, 65, 64, device="cuda", requires_grad=True)
+    outs = {}
+    for backend in ("fast", "reference"):
+        attn.options = convnn.ConvNNOptions(**{**attn.options.__dict__, "backend": backend})
+        y = attn(x)
+        outs[backend] = (y, *torch.autograd.grad(y.square().sum(), [x, attn.qkv.weight]))
+    for a, b in zip(outs["fast"], outs["reference"], strict=True):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+    fast, ref = pair(in_channels=8, out_channels=8, kernel_size=3, padding=1, k=9)
+    assert_same(fast.cuda(), ref.cuda(), torch.randn(2, 8, 12, 12, dtype=F64, device="cuda"))
