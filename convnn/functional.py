@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from . import positional
+from . import dense_path, positional
 from .aggregation import aggregate
 from .gather_ops import weighted_gather_sum
 from .geometry import (
@@ -260,12 +260,16 @@ def convnn(
         return out if bias is None else out + bias
 
     table = candidate_table(opts, N, query_index, grid, sample, training, generator)
+    if use == "fast" and dense_path.applies(opts, value, query):
+        drop = dropout_p if training else 0.0
+        out = dense_path.dense_small(opts, query, key, value, table, k, drop)
+        return out if bias is None else out + bias
     spatial = {opts.similarity, opts.score_for_weights} & {"location", "mixed"}
     distance = chebyshev_distance(query_index, table, grid) if spatial else None  # type: ignore
-    index, slots, dense_w = select_neighbors(opts, query, key, table, distance, k, use)
+    index, slots, known = select_neighbors(opts, query, key, table, distance, k, use)
     weights = None
     if opts.weighting != "none":
-        scores = neighbor_scores(opts, query, key, table, distance, index, slots, dense_w)
+        scores = neighbor_scores(opts, query, key, table, distance, index, slots, known)
         weights = scores.softmax(-1) if opts.weighting == "softmax" else scores
         if dropout_p and training:
             weights = F.dropout(weights, dropout_p)

@@ -9,12 +9,13 @@ gradient into the query and key features.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .gather_ops import gather_dot
+from .gather_ops import gather_dot, gather_rows
 from .geometry import CandidateTable
 from .options import ConvNNOptions
 from .similarity import EPS, feature_scores, mixed_scores, score_dtype
@@ -26,12 +27,10 @@ def gather_tokens(x: Tensor, index: Tensor, has_null: bool = False) -> Tensor:
     """Rows ``index`` ``(*, Nq, k)`` of ``x`` ``(*, N, C)`` -> ``(*, Nq, k, C)``.
 
     With ``has_null``, index ``N`` reads a zero row (the null token outside the map)."""
-    *batch, Nq, k = index.shape
-    C = x.shape[-1]
+    x = x.expand(*index.shape[:-2], *x.shape[-2:])
     if has_null:
-        x = torch.cat((x, x.new_zeros(*batch, 1, C)), dim=-2)
-    flat = index.reshape(*batch, Nq * k, 1).expand(*batch, Nq * k, C)
-    return x.gather(-2, flat).view(*batch, Nq, k, C)
+        x = torch.cat((x, x.new_zeros(*x.shape[:-2], 1, x.shape[-1])), dim=-2)
+    return gather_rows(x.contiguous(), index)
 
 
 def _candidate_features(key: Tensor, table: CandidateTable) -> Tensor:
@@ -107,6 +106,21 @@ def ranked_slots(scores: Tensor, k: int) -> Tensor:
     return slots
 
 
+@dataclass
+class KnownScores:
+    """Scores computed during selection that the weighting may reuse.
+
+    Attributes:
+        dense: ``(*, Nq, M)`` scores of every candidate, with gradient (reference
+            backend, ``mixed`` weighting).
+        selected: ``(*, Nq, k)`` selection scores of the selected neighbors, without
+            gradient (fast backend, weighting by the selection similarity).
+    """
+
+    dense: Tensor | None = None
+    selected: Tensor | None = None
+
+
 def top_k(
     scores: Tensor, k: int, table: CandidateTable, order: str, exact_sort: bool = False
 ) -> tuple[Tensor, Tensor]:
@@ -156,12 +170,11 @@ def select_neighbors(
     distance: Tensor | None,
     k: int,
     backend: str,
-) -> tuple[Tensor, Tensor, Tensor | None]:
+) -> tuple[Tensor, Tensor, KnownScores]:
     """Pick the neighbors of every query.
 
-    Returns ``(index, slots, dense_weight_scores)``: ``(B, Nq, k)`` token indices and
-    candidate slots, and, when the weighting scores were computed densely (the
-    reference backend, or ``mixed`` weighting), those ``(B, Nq, M)`` scores.
+    Returns ``(index, slots, known)``: ``(*, Nq, k)`` token indices and candidate
+    slots, and the scores already computed that the weighting can reuse.
     """
     order = opts.resolved_order
     wkind = opts.score_for_weights
@@ -173,7 +186,7 @@ def select_neighbors(
             same = wkind == opts.similarity
             dense_w = sel if same else dense_scores(wkind, opts, query, key, table, distance)
         index, slots = top_k(sel.detach(), k, table, order, exact_sort=True)
-        return index, slots, dense_w
+        return index, slots, KnownScores(dense=dense_w)
 
     Nq, M = query.shape[-2], table.size
     batch = query[..., 0, 0].numel()
@@ -185,13 +198,13 @@ def select_neighbors(
             rows = slice(start, start + block)
             sub, dist = _rows(table, distance, rows)
             scores = dense_scores(opts.similarity, opts, query[..., rows, :], key, sub, dist)
-            parts.append(top_k(scores, k, sub, order))
-    index = torch.cat([p[0] for p in parts], dim=-2)
-    slots = torch.cat([p[1] for p in parts], dim=-2)
-    dense_w = None
+            idx, sl = top_k(scores, k, sub, order)
+            parts.append((idx, sl, scores.gather(-1, sl)))
+    index, slots, values = (torch.cat(p, dim=-2) for p in zip(*parts, strict=True))
+    known = KnownScores(selected=values if wkind == opts.similarity else None)
     if needs_w and wkind == "mixed":
-        dense_w = dense_scores(wkind, opts, query, key, table, distance)
-    return index, slots, dense_w
+        known.dense = dense_scores(wkind, opts, query, key, table, distance)
+    return index, slots, known
 
 
 def neighbor_scores(
@@ -202,31 +215,42 @@ def neighbor_scores(
     distance: Tensor | None,
     index: Tensor,
     slots: Tensor,
-    dense_w: Tensor | None,
+    known: KnownScores,
 ) -> Tensor:
-    """Weighting scores of the selected neighbors, ``(B, Nq, k)``, with gradient."""
-    if dense_w is not None:
-        return dense_w.gather(-1, slots)
+    """Weighting scores of the selected neighbors, ``(*, Nq, k)``, with gradient."""
+    if known.dense is not None:
+        return known.dense.gather(-1, slots)
     kind = opts.score_for_weights
     if kind == "location":
         dist = distance.expand(*index.shape[:-1], table.size)  # type: ignore[union-attr]
         return -dist.gather(-1, slots).to(score_dtype(query.dtype))
-    return gathered_feature_scores(kind, query, key, index, table.has_null)
+    return gathered_feature_scores(kind, query, key, index, table.has_null, known.selected)
 
 
 def gathered_feature_scores(
-    kind: str, query: Tensor, key: Tensor, index: Tensor, has_null: bool
+    kind: str,
+    query: Tensor,
+    key: Tensor,
+    index: Tensor,
+    has_null: bool,
+    selected: Tensor | None = None,
 ) -> Tensor:
     """``dot``/``cosine``/``euclidean`` scores of the selected neighbors ``(*, Nq, k)``,
-    through :func:`~convnn.gather_ops.gather_dot` (no gathered key tensor is kept)."""
+    through :func:`~convnn.gather_ops.gather_dot` (no gathered key tensor is kept).
+
+    ``selected``: the same scores from the selection pass (no gradient); for ``dot``
+    and ``cosine`` they are reused as the forward values and only the backward runs.
+    """
     with torch.autocast(query.device.type, enabled=False):
         dtype = score_dtype(query.dtype)
         q, k = query.to(dtype), key.to(dtype)
         if kind == "cosine":
             q, k = F.normalize(q, dim=-1, eps=EPS), F.normalize(k, dim=-1, eps=EPS)
-        dots = gather_dot(q, k, index, has_null)
+        scale = 1 / math.sqrt(q.shape[-1]) if kind == "dot" else 1.0
+        known = None if selected is None or kind == "euclidean" else selected / scale
+        dots = gather_dot(q, k, index, has_null, known)
         if kind == "dot":
-            return dots / math.sqrt(q.shape[-1])
+            return dots * scale
         if kind == "cosine":
             return dots
         k2 = k.square().sum(-1)  # (*, N)

@@ -18,7 +18,7 @@ from torch.autograd import gradcheck
 
 import convnn
 import convnn.functional as cf
-from convnn import gather_ops, map_paths, window_attention
+from convnn import dense_path, gather_ops, map_paths, window_attention  # noqa: F401
 
 F64 = torch.float64
 
@@ -243,3 +243,22 @@ def test_cuda_fast_equals_reference():
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
     fast, ref = pair(in_channels=8, out_channels=8, kernel_size=3, padding=1, k=9)
     assert_same(fast.cuda(), ref.cuda(), torch.randn(2, 8, 12, 12, dtype=F64, device="cuda"))
+
+
+@pytest.mark.parametrize("similarity", ["dot", "cosine", "euclidean"])
+@pytest.mark.parametrize("weighting", ["none", "similarity", "softmax"])
+def test_dense_small_path(similarity, weighting):
+    """Few tokens, many channels: P @ value with the top-k weights scattered into P."""
+    g = torch.Generator().manual_seed(0)
+    q, key, v = (torch.randn(2, 3, 10, 8, dtype=F64, generator=g) for _ in range(3))
+    opts = dict(k=4, similarity=similarity, weighting=weighting, kernel="sum")
+    options = convnn.ConvNNOptions(**opts)
+    assert convnn.dense_path.applies(options, v, q)
+    grads = {}
+    for backend in ("fast", "reference"):
+        leaves = [t.detach().requires_grad_(True) for t in (v, q, key)]
+        y = convnn.convnn(*leaves, options=options, backend=backend)
+        used = leaves if weighting != "none" else leaves[:1]
+        grads[backend] = (y, *torch.autograd.grad(y.square().sum(), used))
+    for a, b in zip(grads["fast"], grads["reference"], strict=True):
+        torch.testing.assert_close(a, b, atol=1e-10, rtol=0)
