@@ -14,6 +14,7 @@ kernel. Two backends compute the same function:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
@@ -281,6 +282,23 @@ def convnn(
     return aggregate(neighbors, weights, opts.kernel, weight, pointwise_weight, bias)
 
 
+def _location_as_window(opts: ConvNNOptions, kernel_size: tuple[int, int]) -> ConvNNOptions:
+    """Location selection among all tokens, as a window table (no N x N distances).
+
+    The ``k`` nearest positions (Chebyshev, ties to the lower index) lie in the
+    ``s x s`` window, ``s`` the smallest odd side with ``s*s >= k``; in a map
+    zero-padded like a convolution that window stays inside the map whenever
+    ``s <= kernel_size``, so both candidate sets give the same neighbors.
+    """
+    if not (opts.candidates == "all" and opts.similarity == "location" and opts.k):
+        return opts
+    side = math.isqrt(opts.k - 1) + 1
+    side += 1 - side % 2
+    if opts.score_for_weights == "mixed" or side > min(kernel_size):
+        return opts
+    return dataclasses.replace(opts, candidates="window", window_size=side, window_border="pad")
+
+
 def convnn2d(
     x: Tensor,
     *,
@@ -316,6 +334,7 @@ def convnn2d(
             out_channels = pointwise_weight.shape[0]  # type: ignore[union-attr]
         if window_attention_applies(options, kernel_size, stride, padding, out_channels, C):
             return window_attention(x, kernel_size, bias)
+        options = _location_as_window(options, kernel_size)
         if shifts_apply(options, kernel_size, out_channels, C):
             return window_by_shifts(
                 x, options, weight, pointwise_weight, bias, kernel_size, stride, padding, training

@@ -1,1 +1,22 @@
-"""Placeholder package; filled by its own issue."""
+"""LightningDataModules for image classification.
+
+Every module yields ``(images float32 (B, 3, S, S), labels int64 (B,))`` and exposes
+``num_classes``, ``image_size``, ``in_chans``, ``mean`` and ``std`` right after construction.
+"""
+
+from .base import ImageClassificationDataModule, TensorImageDataset
+from .cifar import CIFAR10DataModule, CIFAR100DataModule
+from .digits import DigitsDataModule
+from .folder import ImageNetDataModule
+from .synthetic import SyntheticDataModule, synthetic_images
+
+__all__ = [
+    "CIFAR10DataModule",
+    "CIFAR100DataModule",
+    "DigitsDataModule",
+    "ImageClassificationDataModule",
+    "ImageNetDataModule",
+    "SyntheticDataModule",
+    "TensorImageDataset",
+    "synthetic_images",
+]

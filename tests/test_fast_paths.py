@@ -262,3 +262,23 @@ def test_dense_small_path(similarity, weighting):
         grads[backend] = (y, *torch.autograd.grad(y.square().sum(), used))
     for a, b in zip(grads["fast"], grads["reference"], strict=True):
         torch.testing.assert_close(a, b, atol=1e-10, rtol=0)
+
+
+@pytest.mark.parametrize("k", [1, 4, 9, 13, 25])
+@pytest.mark.parametrize("weighting", ["none", "softmax"])
+def test_location_selection_by_window_table(k, weighting, monkeypatch):
+    """Location similarity over all tokens runs on a window table, same neighbors."""
+    kw = dict(in_channels=3, out_channels=4, kernel_size=5, padding=2, similarity="location",
+              k=k, weighting=weighting, weighting_similarity="cosine")  # fmt: skip
+    fast, ref = pair(**kw)
+    calls = []
+    real = convnn.geometry.chebyshev_distance
+    monkeypatch.setattr(cf, "chebyshev_distance", lambda q, t, g: calls.append(t) or real(q, t, g))
+    x = torch.randn(2, 3, 6, 8, dtype=F64)
+    assert_same(fast, ref, x)
+    side = {1: 1, 4: 3, 9: 3, 13: 5, 25: 5}[k]
+    sizes = [t.index.shape[-1] for t in calls]
+    if k == 25 and weighting == "none":
+        assert sizes == [10 * 12]  # fast: F.conv2d, no distances; reference: all tokens
+    else:
+        assert sizes == [side * side, 10 * 12]  # fast: window table; reference: all tokens

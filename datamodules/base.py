@@ -1,0 +1,169 @@
+"""The shared image-classification DataModule: argument checks, splits and loaders.
+
+Every DataModule yields batches ``(images, labels)``: images ``float32 (B, in_chans, S, S)``
+normalized with the module's ``mean``/``std``, labels ``int64 (B,)`` in ``[0, num_classes)``.
+A subclass sets ``num_classes``, ``image_size``, ``mean`` and ``std`` in its ``__init__`` (they
+are read by the CLI right after construction) and implements ``make_dataset(split)``.
+
+Under DDP, Lightning gives validation and test loaders a ``DistributedSampler``, which pads
+the split by repeating samples until its size is a multiple of the world size; a validation
+metric is exact only when the split size is divisible by the number of processes (each
+subclass documents its split sizes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+Split = Literal["train", "val", "test"]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def check_int(name: str, value: int, minimum: int) -> None:
+    """Raise ``ValueError`` naming ``name`` unless ``value`` is an int ``>= minimum``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name}={value!r} is not allowed; expected an integer >= {minimum}")
+
+
+def check_number(name: str, value: float, allowed: str, ok: Callable[[float], bool]) -> None:
+    """Raise ``ValueError`` naming ``name`` unless ``value`` is a real number with ``ok(value)``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value):
+        raise ValueError(f"{name}={value!r} is not allowed; expected a number {allowed}")
+
+
+def check_image_size(image_size: int) -> None:
+    check_int("image_size", image_size, 8)
+
+
+class TensorImageDataset(Dataset):
+    """In-memory images ``(N, C, S, S)`` (uint8, or float in [0, 1]) with labels ``(N,)``.
+
+    ``transform`` receives one ``float32 (C, S, S)`` image in [0, 1].
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform: Callable) -> None:
+        if len(images) != len(labels):
+            raise ValueError(f"{len(images)} images but {len(labels)} labels")
+        self.images = images
+        self.labels = labels.long()
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        image = self.images[index]
+        image = image.float() / 255 if image.dtype == torch.uint8 else image.float()
+        return self.transform(image), int(self.labels[index])
+
+
+class ImageClassificationDataModule(L.LightningDataModule):
+    """Base class: batch size and loader settings shared by every image-classification dataset.
+
+    Args:
+        batch_size: images per batch and per process (>= 1).
+        num_workers: loader worker processes (0 loads in the main process).
+        pin_memory: pin host memory for faster copies; used only when CUDA is available.
+        persistent_workers: keep workers alive between epochs; used only when
+            ``num_workers > 0``.
+
+    The training loader shuffles with torch's global generator, so ``seed_everything`` fixes
+    its order, and drops the last incomplete batch when at least one full batch exists (no
+    batch of one image reaches batch norm). Validation, test and predict loaders keep every
+    sample once, in order. ``test_dataloader`` serves the validation split unless the dataset
+    has a separate test split (``has_test_split``).
+    """
+
+    num_classes: int
+    image_size: int
+    in_chans: int = 3
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    has_test_split: bool = False
+
+    def __init__(
+        self,
+        batch_size: int = 128,
+        num_workers: int = 4,
+        pin_memory: bool = True,
+        persistent_workers: bool = True,
+    ) -> None:
+        super().__init__()
+        check_int("batch_size", batch_size, 1)
+        check_int("num_workers", num_workers, 0)
+        self.save_hyperparameters()
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.persistent_workers = persistent_workers
+        self.datasets: dict[str, Dataset] = {}
+
+    def make_dataset(self, split: Split) -> Dataset:
+        """Build the dataset of one split with its transform (called from ``setup``)."""
+        raise NotImplementedError
+
+    def splits_for(self, stage: str | None) -> tuple[Split, ...]:
+        test: Split = "test" if self.has_test_split else "val"
+        by_stage: dict[str | None, tuple[Split, ...]] = {
+            "fit": ("train", "val"),
+            "validate": ("val",),
+            "test": (test,),
+            "predict": (test,),
+            None: ("train", "val", test),
+        }
+        if stage not in by_stage:
+            raise ValueError(f"stage={stage!r} is not allowed; expected one of {list(by_stage)}")
+        return by_stage[stage]
+
+    def setup(self, stage: str | None = None) -> None:
+        for split in self.splits_for(stage):
+            self.dataset(split)
+
+    def dataset(self, split: Split) -> Dataset:
+        """The dataset of ``split``, built on first use."""
+        if split not in self.datasets:
+            self.datasets[split] = self.make_dataset(split)
+        return self.datasets[split]
+
+    def loader(self, dataset: Dataset, train: bool) -> DataLoader:
+        workers = self.num_workers
+        drop_last = train and len(dataset) >= self.batch_size
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=train,
+            drop_last=drop_last,
+            num_workers=workers,
+            pin_memory=self.pin_memory and torch.cuda.is_available(),
+            persistent_workers=self.persistent_workers and workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self.loader(self.dataset("train"), train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self.loader(self.dataset("val"), train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self.loader(self.dataset("test" if self.has_test_split else "val"), train=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.test_dataloader()
+
+    def extra_repr(self) -> str:
+        return (
+            f"num_classes={self.num_classes}, image_size={self.image_size}, "
+            f"batch_size={self.batch_size}, num_workers={self.num_workers}"
+        )
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.extra_repr()})"
+
+    __str__ = __repr__  # Lightning's __str__ would build every dataset to print its size

@@ -1,0 +1,91 @@
+"""The 8x8 handwritten digits that ship inside scikit-learn: the default that needs no download."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .base import (
+    ImageClassificationDataModule,
+    Split,
+    TensorImageDataset,
+    check_image_size,
+    check_int,
+    check_number,
+)
+from .transforms import tensor_transform
+
+NUM_DIGITS = 1797
+
+
+def load_digit_images(image_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """All 1,797 digits: images ``float32 (N, 1, S, S)`` in [0, 1] (bilinear), labels ``(N,)``."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = torch.tensor(digits.images, dtype=torch.float32)[:, None] / 16  # (N, 1, 8, 8)
+    if image_size != 8:
+        images = F.interpolate(images, size=(image_size, image_size), mode="bilinear")
+    return images.clamp_(0, 1), torch.tensor(digits.target, dtype=torch.long)
+
+
+class DigitsDataModule(ImageClassificationDataModule):
+    """scikit-learn's 1,797 handwritten digits (10 classes), upsampled and replicated to RGB.
+
+    The 8x8 images (``sklearn.datasets.load_digits``, 16 grey levels) are scaled to [0, 1],
+    upsampled bilinearly to ``image_size`` and replicated to 3 channels. A stratified split,
+    fixed by ``seed``, holds out ``ceil(val_fraction * 1797)`` images for validation (360 for
+    the default 0.2, leaving 1,437 for training); validation also serves test and predict.
+    Training adds a random translation of up to ``image_size // 8`` pixels.
+
+    Args:
+        image_size: side of the upsampled images (>= 8).
+        val_fraction: share of the images held out for validation, in (0, 1).
+        seed: seed of the split.
+    """
+
+    num_classes = 10
+    mean = (0.305, 0.305, 0.305)
+    std = (0.324, 0.324, 0.324)
+
+    def __init__(
+        self,
+        image_size: int = 32,
+        val_fraction: float = 0.2,
+        seed: int = 0,
+        batch_size: int = 128,
+        num_workers: int = 4,
+        pin_memory: bool = True,
+        persistent_workers: bool = True,
+    ) -> None:
+        super().__init__(batch_size, num_workers, pin_memory, persistent_workers)
+        check_image_size(image_size)
+        low, high = 10 / NUM_DIGITS, 1 - 10 / NUM_DIGITS  # one image per class in each split
+        allowed = f"in (0, 1), from {low:.4f} to {high:.4f} (each split needs all 10 classes)"
+        check_number("val_fraction", val_fraction, allowed, lambda f: low <= f <= high)
+        check_int("seed", seed, 0)
+        self.image_size = image_size
+        self.val_fraction = float(val_fraction)
+        self.seed = seed
+        self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def load_splits(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        if not self.splits:
+            from sklearn.model_selection import train_test_split
+
+            images, labels = load_digit_images(self.image_size)
+            train, val = train_test_split(
+                torch.arange(len(labels)).numpy(),
+                test_size=self.val_fraction,
+                random_state=self.seed,
+                stratify=labels.numpy(),
+            )
+            for name, index in (("train", train), ("val", val)):
+                index = torch.from_numpy(index)
+                self.splits[name] = (images[index], labels[index])
+        return self.splits
+
+    def make_dataset(self, split: Split) -> TensorImageDataset:
+        images, labels = self.load_splits()["train" if split == "train" else "val"]
+        transform = tensor_transform(split == "train", self.image_size, self.mean, self.std)
+        return TensorImageDataset(images, labels, transform)

@@ -1,0 +1,314 @@
+"""DataModules: real on-disk formats written by the tests, generated and embedded data,
+clear errors for missing data and bad values, and loader settings. CPU only, no network."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+import torchvision.datasets.cifar
+from PIL import Image
+
+from datamodules import (
+    CIFAR10DataModule,
+    CIFAR100DataModule,
+    DigitsDataModule,
+    ImageClassificationDataModule,
+    ImageNetDataModule,
+    SyntheticDataModule,
+    synthetic_images,
+)
+
+FAST = dict(num_workers=0, pin_memory=False)
+
+
+def all_batches(loader) -> tuple[torch.Tensor, torch.Tensor]:
+    batches = list(loader)
+    return torch.cat([x for x, _ in batches]), torch.cat([y for _, y in batches])
+
+
+def check_batch(batch, batch_size: int, image_size: int, num_classes: int) -> None:
+    images, labels = batch
+    assert images.dtype == torch.float32 and labels.dtype == torch.int64
+    assert images.shape == (batch_size, 3, image_size, image_size)
+    assert labels.shape == (batch_size,)
+    assert 0 <= labels.min() and labels.max() < num_classes
+
+
+# --- CIFAR: torchvision's real pickled format --------------------------------------------
+
+
+def cifar_images(n: int, offset: int) -> np.ndarray:
+    """``uint8 (n, 3072)`` rows in CIFAR's layout: channel-major, each channel constant."""
+    values = (np.arange(n)[:, None] * 3 + np.arange(3)[None] + offset) % 256  # (n, 3)
+    return np.repeat(values[:, :, None], 1024, axis=2).reshape(n, 3072).astype(np.uint8)
+
+
+def write_cifar(root: Path, cls, num_classes: int, sizes: dict[str, int]) -> dict[str, list]:
+    """Write the pickles of ``cls`` under ``root``; returns the labels written per file."""
+    folder = root / cls.base_folder
+    folder.mkdir(parents=True)
+    key = "labels" if num_classes == 10 else "fine_labels"
+    written = {}
+    for i, (name, _) in enumerate(cls.train_list + cls.test_list):
+        n = sizes[name]
+        labels = [(7 * j + i) % num_classes for j in range(n)]
+        entry = {"batch_label": name, key: labels, "data": cifar_images(n, 10 * i)}
+        entry["filenames"] = [f"img_{j}.png" for j in range(n)]
+        if num_classes == 100:
+            entry["coarse_labels"] = [label // 5 for label in labels]
+        (folder / name).write_bytes(pickle.dumps(entry, protocol=2))
+        written[name] = labels
+    names = [f"class_{c}" for c in range(num_classes)]
+    (folder / cls.meta["filename"]).write_bytes(pickle.dumps({cls.meta["key"]: names}))
+    return written
+
+
+@pytest.fixture
+def no_md5(monkeypatch):
+    """torchvision checks the MD5 of the real files on every load; accept any present file."""
+    monkeypatch.setattr(
+        torchvision.datasets.cifar, "check_integrity", lambda path, md5: os.path.isfile(path)
+    )
+
+
+@pytest.mark.usefixtures("no_md5")
+def test_cifar10_loads_real_format(tmp_path: Path) -> None:
+    sizes = {f"data_batch_{i}": 4 for i in range(1, 6)} | {"test_batch": 6}
+    written = write_cifar(tmp_path, torchvision.datasets.CIFAR10, 10, sizes)
+    dm = CIFAR10DataModule(root=str(tmp_path), batch_size=8, **FAST)
+    assert (dm.num_classes, dm.image_size, dm.in_chans) == (10, 32, 3)
+    dm.setup("fit")
+    assert len(dm.datasets["train"]) == 20 and len(dm.datasets["val"]) == 6
+    check_batch(next(iter(dm.train_dataloader())), 8, 32, 10)
+    images, labels = all_batches(dm.val_dataloader())
+    assert labels.tolist() == written["test_batch"]
+    # Unnormalized evaluation images equal the written pixels (channel-major -> CHW).
+    mean, std = torch.tensor(dm.mean)[:, None, None], torch.tensor(dm.std)[:, None, None]
+    pixels = (images * std + mean) * 255
+    expected = torch.from_numpy(cifar_images(6, 50).reshape(6, 3, 32, 32)).float()
+    torch.testing.assert_close(pixels, expected, atol=1e-3, rtol=0)
+    assert all_batches(dm.test_dataloader())[1].tolist() == written["test_batch"]
+
+
+@pytest.mark.usefixtures("no_md5")
+def test_cifar100_loads_real_format(tmp_path: Path) -> None:
+    written = write_cifar(tmp_path, torchvision.datasets.CIFAR100, 100, {"train": 10, "test": 5})
+    dm = CIFAR100DataModule(root=str(tmp_path), batch_size=5, **FAST)
+    assert dm.num_classes == 100
+    dm.setup("fit")
+    check_batch(next(iter(dm.train_dataloader())), 5, 32, 100)
+    assert all_batches(dm.val_dataloader())[1].tolist() == written["test"]
+
+
+def test_cifar_missing_names_folder_and_download(tmp_path: Path) -> None:
+    for cls, folder in (
+        (CIFAR10DataModule, "cifar-10-batches-py"),
+        (CIFAR100DataModule, "cifar-100-python"),
+    ):
+        with pytest.raises(FileNotFoundError, match=rf"{re.escape(folder)}.*download: true") as err:
+            cls(root=str(tmp_path))
+        assert "\n" not in str(err.value)
+    (tmp_path / "cifar-10-batches-py").mkdir()
+    (tmp_path / "cifar-10-batches-py" / "data_batch_1").write_bytes(b"")
+    with pytest.raises(FileNotFoundError, match="lacks 'data_batch_2'"):
+        CIFAR10DataModule(root=str(tmp_path))
+    CIFAR10DataModule(root=str(tmp_path / "absent"), download=True)  # fetched in prepare_data
+
+
+# --- ImageNet-style folders ---------------------------------------------------------------
+
+
+def write_folder_tree(root: Path, classes: list[str], per_class: int = 3) -> None:
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for c, name in enumerate(classes):
+            (root / split / name).mkdir(parents=True)
+            for i in range(per_class):
+                size = (40 + 7 * i, 30 + 5 * c)
+                pixels = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+                image = Image.fromarray(pixels)
+                if i % 2:
+                    image.save(root / split / name / f"{i}.png")
+                else:
+                    image.save(root / split / name / f"{i}.JPEG", format="JPEG")
+
+
+def test_imagenet_folder_loads(tmp_path: Path) -> None:
+    classes = ["n01", "n02", "n03"]
+    write_folder_tree(tmp_path, classes)
+    dm = ImageNetDataModule(root=str(tmp_path), image_size=32, batch_size=4, **FAST)
+    assert (dm.num_classes, dm.image_size, dm.classes) == (3, 32, classes)
+    dm.setup("fit")
+    train_tf, val_tf = repr(dm.datasets["train"].transform), repr(dm.datasets["val"].transform)
+    assert "RandomResizedCrop" in train_tf and "RandAugment" in train_tf
+    assert "RandomErasing" in train_tf
+    assert "CenterCrop" in val_tf and "RandAugment" not in val_tf
+    check_batch(next(iter(dm.train_dataloader())), 4, 32, 3)
+    images, labels = all_batches(dm.val_dataloader())
+    assert images.shape == (9, 3, 32, 32)
+    assert labels.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    no_aug = ImageNetDataModule(
+        root=str(tmp_path), image_size=16, auto_augment=None, re_prob=0.0, **FAST
+    )
+    assert no_aug.dataset("train")[0][0].shape == (3, 16, 16)
+
+
+@pytest.mark.parametrize(
+    ("damage", "error", "message"),
+    [
+        ("no_root", FileNotFoundError, r"'{root}' does not exist"),
+        ("no_val", FileNotFoundError, r"'{root}/val' is missing"),
+        ("empty_train", ValueError, r"'{root}/train' is empty"),
+        ("empty_class", ValueError, r"'{root}/val/b' is empty"),
+        ("other_classes", ValueError, r"same class folders.*only in val: \['c'\]"),
+    ],
+)
+def test_imagenet_missing_or_empty_folders(tmp_path: Path, damage, error, message) -> None:
+    root = tmp_path / "imagenet"
+    if damage != "no_root":
+        for split in ("train", "val"):
+            for name in ("a", "b"):
+                (root / split / name).mkdir(parents=True)
+                (root / split / name / "0.png").write_bytes(b"not read at construction")
+    if damage == "no_val":
+        for path in sorted((root / "val").rglob("*"), reverse=True):
+            path.rmdir() if path.is_dir() else path.unlink()
+        (root / "val").rmdir()
+    elif damage == "empty_train":
+        for name in ("a", "b"):
+            (root / "train" / name / "0.png").unlink()
+            (root / "train" / name).rmdir()
+    elif damage == "empty_class":
+        (root / "val" / "b" / "0.png").unlink()
+    elif damage == "other_classes":
+        (root / "val" / "b").rename(root / "val" / "c")
+    with pytest.raises(error, match=message.format(root=re.escape(str(root)))) as err:
+        ImageNetDataModule(root=str(root), **FAST)
+    assert "\n" not in str(err.value)
+
+
+# --- Synthetic ----------------------------------------------------------------------------
+
+
+def test_synthetic_is_deterministic_per_seed() -> None:
+    a, la = synthetic_images(64, 10, 32, seed=3)
+    b, lb = synthetic_images(64, 10, 32, seed=3)
+    c, _ = synthetic_images(64, 10, 32, seed=4)
+    assert torch.equal(a, b) and torch.equal(la, lb)
+    assert not torch.equal(a, c)
+    dm = SyntheticDataModule(num_classes=4, image_size=16, num_train=40, num_val=24, **FAST)
+    train, val = dm.dataset("train"), dm.dataset("val")
+    assert (len(train), len(val)) == (40, 24)
+    assert not torch.equal(train.images[:24], val.images)  # splits are drawn separately
+    again = SyntheticDataModule(num_classes=4, image_size=16, num_train=40, num_val=24, **FAST)
+    assert torch.equal(again.dataset("val").images, val.images)
+    assert torch.bincount(train.labels).tolist() == [10, 10, 10, 10]
+
+
+def test_synthetic_is_learnable_in_principle() -> None:
+    """Nearest class centroid of the brightest colour per channel beats chance by far."""
+    train_x, train_y = synthetic_images(512, 10, 32, seed=0, split=0)
+    val_x, val_y = synthetic_images(200, 10, 32, seed=0, split=1)
+
+    def features(x: torch.Tensor) -> torch.Tensor:
+        return x.float().amax(dim=(2, 3))
+
+    centroids = torch.stack([features(train_x[train_y == c]).mean(0) for c in range(10)])
+    assert torch.pdist(centroids).min() > 1.0  # every pair of classes differs
+    accuracy = (torch.cdist(features(val_x), centroids).argmin(1) == val_y).float().mean()
+    assert accuracy > 0.25  # chance is 0.1
+
+
+# --- Digits -------------------------------------------------------------------------------
+
+
+def test_digits_splits_and_shapes() -> None:
+    dm = DigitsDataModule(image_size=24, batch_size=50, **FAST)
+    assert (dm.num_classes, dm.image_size) == (10, 24)
+    dm.setup("fit")
+    train, val = dm.datasets["train"], dm.datasets["val"]
+    assert (len(train), len(val)) == (1437, 360)
+    assert torch.bincount(val.labels, minlength=10).min() >= 35  # stratified
+    check_batch(next(iter(dm.train_dataloader())), 50, 24, 10)
+    images, labels = all_batches(dm.val_dataloader())
+    assert images.shape == (360, 3, 24, 24) and torch.equal(labels, val.labels)
+    assert torch.equal(images[:, 0], images[:, 2])  # grey replicated to RGB
+    other = DigitsDataModule(seed=1, **FAST)
+    assert not torch.equal(
+        other.dataset("val").labels, DigitsDataModule(**FAST).dataset("val").labels
+    )
+
+
+# --- Bad values and loader settings -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("cls", "kwargs", "name"),
+    [
+        (DigitsDataModule, {"batch_size": 0}, "batch_size"),
+        (DigitsDataModule, {"num_workers": -1}, "num_workers"),
+        (DigitsDataModule, {"val_fraction": 0.0}, "val_fraction"),
+        (DigitsDataModule, {"val_fraction": 1.5}, "val_fraction"),
+        (DigitsDataModule, {"image_size": 4}, "image_size"),
+        (SyntheticDataModule, {"image_size": 7}, "image_size"),
+        (SyntheticDataModule, {"num_classes": 1}, "num_classes"),
+        (SyntheticDataModule, {"num_val": 0}, "num_val"),
+        (ImageNetDataModule, {"root": "x", "image_size": 2}, "image_size"),
+        (ImageNetDataModule, {"root": "x", "crop_pct": 1.5}, "crop_pct"),
+        (ImageNetDataModule, {"root": "x", "re_prob": -0.1}, "re_prob"),
+        (ImageNetDataModule, {"root": "x", "auto_augment": "bogus"}, "auto_augment"),
+        (CIFAR10DataModule, {"batch_size": 0}, "batch_size"),
+    ],
+)
+def test_bad_values_name_the_parameter(cls, kwargs, name) -> None:
+    value = kwargs[name]
+    with pytest.raises(
+        ValueError, match=rf"{name}={re.escape(repr(value))} is not allowed; expected"
+    ):
+        cls(**kwargs)
+
+
+def test_loader_settings(monkeypatch) -> None:
+    dm = SyntheticDataModule(num_train=64, num_val=40, batch_size=16, num_workers=0)
+    assert dm.hparams["num_val"] == 40 and dm.hparams["batch_size"] == 16
+    loader = dm.train_dataloader()
+    assert not loader.persistent_workers and loader.drop_last
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert not dm.val_dataloader().pin_memory
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert dm.val_dataloader().pin_memory
+    assert not SyntheticDataModule(pin_memory=False, num_workers=0).val_dataloader().pin_memory
+    monkeypatch.undo()
+    # Evaluation keeps every sample once, in order; a short last batch is kept.
+    images, labels = all_batches(dm.val_dataloader())
+    assert images.shape[0] == 40 and torch.equal(labels, dm.dataset("val").labels)
+    assert all_batches(dm.test_dataloader())[1].equal(labels)
+    # Training order is random but fixed by seed_everything.
+    L.seed_everything(5, verbose=False)
+    first = all_batches(dm.train_dataloader())[1]
+    L.seed_everything(5, verbose=False)
+    assert torch.equal(first, all_batches(dm.train_dataloader())[1])
+    assert first.shape[0] == 64 and not torch.equal(first, dm.dataset("train").labels)
+    tiny = SyntheticDataModule(num_train=10, batch_size=16, **FAST)
+    assert all_batches(tiny.train_dataloader())[1].shape[0] == 10  # no empty epoch
+
+
+def test_worker_processes() -> None:
+    dm = SyntheticDataModule(num_train=32, num_val=32, batch_size=16, num_workers=2)
+    loader = dm.val_dataloader()
+    assert loader.persistent_workers
+    assert all_batches(loader)[1].equal(dm.dataset("val").labels)
+
+
+def test_base_class_contract() -> None:
+    assert issubclass(DigitsDataModule, ImageClassificationDataModule)
+    dm = DigitsDataModule(**FAST)
+    assert dm.in_chans == 3 and len(dm.mean) == 3 and len(dm.std) == 3
+    assert "DigitsDataModule(num_classes=10" in str(dm)
