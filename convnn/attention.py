@@ -165,7 +165,9 @@ class ConvNNAttention(nn.Module):
         if hc and (attn_mask is not None or is_causal):
             raise ValueError("attn_mask and is_causal are not supported by ConvNN heads")
         qkv = self.qkv(x).reshape(B, N, 3, h, hd).permute(2, 0, 3, 1, 4)
-        if hc:
+        opts = self.options
+        gathers = opts.k is not None or opts.kernel != "sum" or opts.weighting != "softmax"
+        if hc and gathers:
             qkv = qkv.contiguous()  # row gathers need contiguous heads; frees the strided copy
         q, k, v = qkv.unbind(0)  # (B, h, N, hd)
         q, k = self.q_norm(q), self.k_norm(k)
