@@ -58,9 +58,7 @@ def _gather_dot(q: Tensor, key: Tensor, index: Tensor) -> Tensor:
     rows = _block_rows(index, key.shape[-1])
     for s in range(0, index.shape[-2], rows):
         block = index[..., s : s + rows, :]
-        torch.sum(
-            _gather(key, block) * q[..., s : s + rows, None, :], -1, out=out[..., s : s + rows, :]
-        )
+        out[..., s : s + rows, :] = (_gather(key, block) * q[..., s : s + rows, None, :]).sum(-1)
     return out
 
 
@@ -71,9 +69,8 @@ def _gather_sum(v: Tensor, index: Tensor, w: Tensor) -> Tensor:
     rows = _block_rows(index, v.shape[-1])
     for s in range(0, index.shape[-2], rows):
         block = index[..., s : s + rows, :]
-        torch.sum(
-            _gather(v, block) * w[..., s : s + rows, :, None], -2, out=out[..., s : s + rows, :]
-        )
+        weights = w[..., s : s + rows, None, :].to(v.dtype)  # (*, rows, 1, k)
+        out[..., s : s + rows, :] = (weights @ _gather(v, block)).squeeze(-2)
     return out
 
 
