@@ -20,6 +20,8 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) -m convnn.demo
+	$(VENV)/bin/convnn fit --config configs/quickstart.yaml
+	$(VENV)/bin/convnn evaluate --ckpt "$$(ls -dt runs/quickstart/version_* | head -1)/checkpoints/last.ckpt"
 
 format: $(STAMP)
 	$(PY) -m ruff format .

@@ -1,0 +1,295 @@
+"""One generic image classifier: any timm model name, cross-entropy, top-1/top-5 metrics.
+
+The network is built by ``timm.create_model(model, num_classes=..., in_chans=...,
+**model_kwargs)``, so every ``convnn_*`` model (``import convnn`` registers them) and
+every timm baseline trains the same way; the module has no ConvNN special cases.
+Batches are ``(images (B, C, H, W), labels (B,))``; the logits are ``(B, num_classes)``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from typing import Any, Literal
+
+import lightning as L
+import timm
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_warn
+from timm.data import Mixup
+from timm.loss import BinaryCrossEntropy
+from timm.utils import ModelEmaV3
+from torch import Tensor, nn
+from torch.optim.lr_scheduler import LambdaLR
+from torchmetrics import MeanMetric, MetricCollection
+from torchmetrics.classification import MulticlassAccuracy
+
+import convnn  # noqa: F401  (registers the convnn_* models in timm)
+
+from .optim import LRSchedule, build_optimizer, check_choice
+
+__all__ = ["ImageClassifier"]
+
+SPLITS = ("train", "val", "test")
+_RESERVED = ("num_classes", "in_chans")
+
+
+def _create_model(name: str, num_classes: int, in_chans: int, kwargs: dict[str, Any]) -> nn.Module:
+    if not timm.is_model(name):
+        close = difflib.get_close_matches(name, timm.list_models(), n=3, cutoff=0.8)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise ValueError(f"model={name!r} is not a timm model{hint}")
+    clash = [k for k in _RESERVED if k in kwargs]
+    if clash:
+        raise ValueError(f"model_kwargs may not set {clash}: they come from the DataModule")
+    return timm.create_model(name, num_classes=num_classes, in_chans=in_chans, **kwargs)
+
+
+class ImageClassifier(L.LightningModule):
+    """Image classification with a timm network.
+
+    Args:
+        model: timm model name, e.g. ``convnn_resnet18_cifar`` or ``resnet50``.
+        model_kwargs: keyword arguments of the model (``layer``, ``branch_ratio``, ConvNN
+            options such as ``k``, ``candidates``, ``num_samples``; timm ones such as
+            ``drop_path_rate`` or ``depth``). Plain YAML types only.
+        num_classes, image_size, in_chans: linked from the DataModule by the CLI.
+        label_smoothing: of the training loss (passed to Mixup when it is on).
+        loss: ``ce`` (cross-entropy) or ``bce`` (timm's binary cross-entropy, the
+            ResNet-strikes-back recipes); validation and test always report cross-entropy.
+        bce_target_threshold: binarize soft (mixed) targets at this value for ``bce``.
+        mixup, cutmix: Beta-distribution alphas of timm's Mixup/CutMix (0 disables each);
+            ``mixup_prob`` the chance per batch, ``mixup_switch_prob`` of CutMix when both.
+        ema: keep timm's ``ModelEmaV3`` of the weights; validation, test, prediction and
+            ``convnn evaluate`` then use the EMA weights.
+        ema_decay, ema_warmup: EMA decay and timm's decay warm-up.
+        optimizer: ``adamw``, ``sgd`` (Nesterov) or ``lamb``; no weight decay on norms,
+            biases, position embeddings and class tokens.
+        lr: base learning rate; with ``lr_base_batch_size`` it is scaled by
+            ``global batch / lr_base_batch_size`` (global batch = per-device batch x devices
+            x gradient accumulation), e.g. DeiT's ``5e-4 * batch / 512``.
+        weight_decay, momentum: optimizer settings (``momentum`` for SGD).
+        scheduler: per-step ``cosine`` (to ``min_lr_ratio * lr``), ``step`` (``gamma``
+            every ``step_size`` epochs) or ``none``, each after ``warmup_epochs`` of linear
+            warm-up.
+        compile: ``torch.compile`` the network (in place; checkpoint keys unchanged).
+    """
+
+    def __init__(
+        self,
+        model: str = "convnn_resnet18_cifar",
+        model_kwargs: dict[str, Any] | None = None,
+        num_classes: int = 10,
+        image_size: int = 32,
+        in_chans: int = 3,
+        label_smoothing: float = 0.0,
+        loss: Literal["ce", "bce"] = "ce",
+        bce_target_threshold: float | None = None,
+        mixup: float = 0.0,
+        cutmix: float = 0.0,
+        mixup_prob: float = 1.0,
+        mixup_switch_prob: float = 0.5,
+        ema: bool = False,
+        ema_decay: float = 0.9999,
+        ema_warmup: bool = False,
+        optimizer: Literal["adamw", "sgd", "lamb"] = "adamw",
+        lr: float = 1e-3,
+        lr_base_batch_size: int | None = None,
+        weight_decay: float = 0.05,
+        momentum: float = 0.9,
+        scheduler: Literal["cosine", "step", "none"] = "cosine",
+        warmup_epochs: float = 0.0,
+        min_lr_ratio: float = 0.0,
+        step_size: int = 30,
+        gamma: float = 0.1,
+        compile: bool = False,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        check_choice("loss", loss, ("ce", "bce"))
+        check_choice("optimizer", optimizer, ("adamw", "sgd", "lamb"))
+        check_choice("scheduler", scheduler, ("cosine", "step", "none"))
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing={label_smoothing} must be in [0, 1)")
+        self.model = _create_model(model, num_classes, in_chans, dict(model_kwargs or {}))
+        self.ema = None
+        if ema:
+            self.ema = ModelEmaV3(self.model, decay=ema_decay, use_warmup=ema_warmup)
+            self.ema.requires_grad_(False)  # updated by ``update``, never by the optimizer
+            self.ema.module.train()  # follows the LightningModule's mode like any child
+        if compile:
+            self.model.compile()
+        self.mixup_fn = None
+        if mixup > 0 or cutmix > 0:
+            self.mixup_fn = Mixup(
+                mixup_alpha=mixup,
+                cutmix_alpha=cutmix,
+                prob=mixup_prob,
+                switch_prob=mixup_switch_prob,
+                label_smoothing=label_smoothing,
+                num_classes=num_classes,
+            )
+        self.bce = (
+            BinaryCrossEntropy(smoothing=label_smoothing, target_threshold=bce_target_threshold)
+            if loss == "bce"
+            else None
+        )
+        top5 = min(5, num_classes)
+        for split in SPLITS:
+            accuracy = {
+                "acc1": MulticlassAccuracy(num_classes, top_k=1, average="micro"),
+                "acc5": MulticlassAccuracy(num_classes, top_k=top5, average="micro"),
+            }
+            setattr(self, f"{split}_metrics", MetricCollection(accuracy, prefix=f"{split}/"))
+        self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
+        self.example_input_array = torch.zeros(1, in_chans, image_size, image_size)
+        self._hparams_logged = False
+
+    @property
+    def eval_model(self) -> nn.Module:
+        """The network used for validation, test and prediction (the EMA one when on)."""
+        return self.ema.module if self.ema is not None else self.model
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``(B, C, H, W) -> (B, num_classes)`` logits."""
+        return (self.model if self.training else self.eval_model)(x)
+
+    def _train_loss(self, logits: Tensor, targets: Tensor) -> Tensor:
+        if self.bce is not None:
+            return self.bce(logits, targets)
+        smoothing = self.hparams.label_smoothing if targets.ndim == 1 else 0.0
+        return F.cross_entropy(logits, targets, label_smoothing=smoothing)
+
+    def _step(self, batch: tuple[Tensor, Tensor], split: str) -> Tensor:
+        """Shared by train/val/test. Train accuracy is against the unmixed labels."""
+        x, y = batch
+        targets = y
+        if split == "train" and self.mixup_fn is not None and len(x) % 2 == 0:
+            x, targets = self.mixup_fn(x, y)  # targets: (B, num_classes) soft labels
+        logits = self(x)  # (B, num_classes)
+        if split == "train":
+            loss = self._train_loss(logits, targets)
+            self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
+        else:
+            loss = F.cross_entropy(logits, y)
+        loss_metric = getattr(self, f"{split}_loss")  # exact mean over processes at epoch end
+        loss_metric.update(loss.detach(), weight=len(y))
+        name = "train/loss_epoch" if split == "train" else f"{split}/loss"
+        self.log(name, loss_metric, on_step=False, on_epoch=True)
+        metrics = getattr(self, f"{split}_metrics")
+        metrics.update(logits.detach(), y)
+        self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=split == "val")
+        return loss
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        return self._step(batch, "val")
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        return self._step(batch, "test")
+
+    def predict_step(self, batch: Any, batch_idx: int) -> Tensor:
+        """Class probabilities ``(B, num_classes)``; batches may carry labels or not."""
+        x = batch[0] if isinstance(batch, (list, tuple)) else batch
+        return self(x).softmax(dim=-1)
+
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        super().optimizer_step(*args, **kwargs)
+        if self.ema is not None:
+            self.ema.update(self.model, step=self.global_step)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        hp, trainer = self.hparams, self.trainer
+        total = trainer.estimated_stepping_batches  # also sets up the train DataLoader
+        if hp.scheduler != "none" and math.isinf(total):
+            raise ValueError(f"scheduler={hp.scheduler!r} needs trainer.max_epochs or max_steps")
+        batches = trainer.num_training_batches
+        per_epoch = 1 if math.isinf(batches) else int(batches) // trainer.accumulate_grad_batches
+        per_epoch = max(1, per_epoch)
+        optimizer = build_optimizer(
+            self.model, hp.optimizer, self._scaled_lr(), hp.weight_decay, hp.momentum
+        )
+        schedule = LRSchedule(
+            kind=hp.scheduler,
+            total_steps=0 if math.isinf(total) else int(total),
+            steps_per_epoch=per_epoch,
+            warmup_steps=round(hp.warmup_epochs * per_epoch),
+            min_lr_ratio=hp.min_lr_ratio,
+            step_size=hp.step_size,
+            gamma=hp.gamma,
+        )
+        scheduler = {"scheduler": LambdaLR(optimizer, schedule), "interval": "step"}
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}
+
+    def _scaled_lr(self) -> float:
+        base = self.hparams.lr_base_batch_size
+        if not base:
+            return self.hparams.lr
+        batch = getattr(self.trainer.train_dataloader, "batch_size", None)
+        if batch is None:
+            raise ValueError("lr_base_batch_size needs a train DataLoader with a batch_size")
+        trainer = self.trainer
+        return self.hparams.lr * batch * trainer.world_size * trainer.accumulate_grad_batches / base
+
+    # -- TensorBoard HParams ---------------------------------------------------------------
+
+    def _log_hparams(self, split: str) -> None:
+        """Write hyper-parameters and the ``hp/<split>_*`` metrics TensorBoard compares runs by."""
+        if self._hparams_logged or not isinstance(self.logger, TensorBoardLogger):
+            return
+        self._hparams_logged = True
+        params = {k: v for k, v in self.hparams.items() if not k.startswith("_")}
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is not None:
+            params["data"] = type(datamodule).__name__
+            dm_params = getattr(datamodule, "hparams", {})
+            params |= {f"data/{k}": v for k, v in dm_params.items() if not k.startswith("_")}
+        names = ("acc1", "acc5", "loss")
+        self.logger.log_hyperparams(params, {f"hp/{split}_{n}": 0.0 for n in names})
+
+    def _log_final(self, split: str) -> None:
+        values = getattr(self, f"{split}_metrics").compute()
+        values[f"{split}/loss"] = getattr(self, f"{split}_loss").compute()
+        hp = {"hp/" + k.replace("/", "_"): v for k, v in values.items()}
+        self.log_dict(hp, sync_dist=True)  # already synced: the same value on every process
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Record the DataModule's class for ``convnn evaluate`` (the CLI also saves its
+        arguments as ``datamodule_hyper_parameters``)."""
+        datamodule = getattr(self._trainer, "datamodule", None)
+        if datamodule is not None:
+            cls = type(datamodule)
+            checkpoint["datamodule_class_path"] = f"{cls.__module__}.{cls.__qualname__}"
+
+    def on_fit_start(self) -> None:
+        self._log_hparams("val")
+
+    def on_test_start(self) -> None:
+        self._log_hparams("test")
+
+    def on_validation_start(self) -> None:
+        self._warn_if_padded()
+        if self.trainer.state.fn == "validate":
+            self._log_hparams("val")
+
+    def on_validation_epoch_end(self) -> None:
+        if not self.trainer.sanity_checking:
+            self._log_final("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_final("test")
+
+    def _warn_if_padded(self) -> None:
+        world = self.trainer.world_size
+        loaders = self.trainer.val_dataloaders
+        dataset = getattr(loaders, "dataset", None)
+        if world > 1 and dataset is not None and len(dataset) % world:
+            rank_zero_warn(
+                f"{len(dataset)} validation images do not split evenly over {world} processes: "
+                "DistributedSampler repeats a few, so val metrics are slightly off; "
+                "`convnn evaluate` on one device gives the exact numbers."
+            )

@@ -1,0 +1,86 @@
+"""Optimizer and learning-rate schedule factories of :class:`~lightning_modules.ImageClassifier`.
+
+Weight decay skips normalization weights, biases (every 1-D parameter), the names a
+timm model lists in ``no_weight_decay()`` (position embeddings, class token) and the
+ConvNN layers' learned position tables, via timm's ``param_groups_weight_decay``.
+The schedule is one ``LambdaLR`` stepped every optimizer step, so warm-up and cosine
+decay are smooth within epochs; its state is plain numbers, so checkpoints load with
+``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from timm.optim import create_optimizer_v2, param_groups_weight_decay
+from torch import nn
+
+__all__ = ["NO_WEIGHT_DECAY", "LRSchedule", "build_optimizer", "check_choice"]
+
+OptimizerName = Literal["adamw", "sgd", "lamb"]
+SchedulerName = Literal["cosine", "step", "none"]
+
+NO_WEIGHT_DECAY = ("*pos_embed*", "*pos_table", "*cls_token", "*reg_token", "*dist_token")
+"""Parameter-name patterns (``fnmatch``) that never get weight decay, besides 1-D ones."""
+
+
+def check_choice(name: str, value: object, allowed: tuple[object, ...]) -> None:
+    """``ValueError`` naming the parameter, its value and the allowed values."""
+    if value not in allowed:
+        choices = ", ".join(map(str, allowed))
+        raise ValueError(f"{name}={value!r} is not supported; allowed: {choices}")
+
+
+def build_optimizer(
+    model: nn.Module,
+    name: str,
+    lr: float,
+    weight_decay: float,
+    momentum: float = 0.9,
+) -> torch.optim.Optimizer:
+    """AdamW, SGD (Nesterov momentum) or LAMB over ``model`` with the decay/no-decay groups."""
+    check_choice("optimizer", name, ("adamw", "sgd", "lamb"))
+    no_decay = set(NO_WEIGHT_DECAY)
+    if hasattr(model, "no_weight_decay"):
+        no_decay |= set(model.no_weight_decay())
+    groups = param_groups_weight_decay(model, weight_decay, no_weight_decay_list=no_decay)
+    kwargs = {"momentum": momentum} if name == "sgd" else {}
+    return create_optimizer_v2(groups, opt=name, lr=lr, weight_decay=weight_decay, **kwargs)
+
+
+@dataclass
+class LRSchedule:
+    """Multiplier of the base learning rate at optimizer step ``step`` (for ``LambdaLR``).
+
+    Linear warm-up from ``warmup_start`` over ``warmup_steps``, then ``cosine`` decay to
+    ``min_lr_ratio`` at ``total_steps``, ``step`` decay by ``gamma`` every ``step_size``
+    epochs (counted from the start of training), or a constant (``none``).
+    """
+
+    kind: str
+    total_steps: int
+    steps_per_epoch: int
+    warmup_steps: int = 0
+    warmup_start: float = 0.01
+    min_lr_ratio: float = 0.0
+    step_size: int = 30
+    gamma: float = 0.1
+
+    def __post_init__(self) -> None:
+        check_choice("scheduler", self.kind, ("cosine", "step", "none"))
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup_steps:
+            return self.warmup_start + (1 - self.warmup_start) * step / self.warmup_steps
+        if self.kind == "cosine":
+            span = max(1, self.total_steps - self.warmup_steps)
+            progress = min(1.0, (step - self.warmup_steps) / span)
+            cosine = 0.5 * (1 + math.cos(math.pi * progress))
+            return self.min_lr_ratio + (1 - self.min_lr_ratio) * cosine
+        if self.kind == "step":
+            epoch = step // max(1, self.steps_per_epoch)
+            return self.gamma ** (epoch // self.step_size)
+        return 1.0
