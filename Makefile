@@ -20,8 +20,8 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) -m convnn.demo
-	$(VENV)/bin/convnn fit --config configs/quickstart.yaml
-	$(VENV)/bin/convnn evaluate --ckpt "$$(ls -dt runs/quickstart/version_* | head -1)/checkpoints/last.ckpt"
+	$(VENV)/bin/convnn-ablate run ablations/grids/quickstart.yaml --out runs/ablations/quickstart --parallel 2 --report
+	cat runs/ablations/quickstart/results.md
 
 format: $(STAMP)
 	$(PY) -m ruff format .

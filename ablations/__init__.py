@@ -1,1 +1,1 @@
-"""Placeholder package; filled by its own issue."""
+"""Ablation grids: plan, run (local, GPUs, SLURM), resume, report; see docs/ablations.md."""

@@ -1,0 +1,148 @@
+"""``convnn-ablate``: plan, run and report ablation grids.
+
+convnn-ablate plan ablations/grids/quickstart.yaml
+convnn-ablate run ablations/grids/quickstart.yaml --out runs/ablations/quickstart --parallel 2
+convnn-ablate run GRID --out DIR --gpus 0,1,2,3,4,5,6,7 --gpus-per-cell 1
+convnn-ablate run GRID --out DIR --launcher slurm
+convnn-ablate report DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from .grid import Grid, GridError, load_grid, validate_cell
+from .runner import Job, prepare_cells, read_state, run_local
+
+__all__ = ["main"]
+
+STYLE = {"pending": "dim", "running": "yellow", "done": "green", "failed": "red"}
+
+
+def plan(grid: Grid, console: Console) -> list:
+    """Validate every cell (raises :class:`GridError`) and print the plan table."""
+    cells = grid.cells()
+    warnings = []
+    for cell in cells:
+        warnings += validate_cell(grid, cell)
+    table = Table(title=f"{grid.name}: {len(cells)} cells")
+    table.add_column("id")
+    table.add_column("name")
+    table.add_column("changes")
+    for cell in cells:
+        changes = ", ".join(f"{k}={v}" for k, v in cell.overrides.items())
+        table.add_row(cell.id, cell.name, changes + (f", seed={cell.seed}" if cell.seed else ""))
+    console.print(table)
+    for warning in dict.fromkeys(warnings):
+        console.print(f"[yellow]warning:[/] {warning}")
+    return cells
+
+
+def status_table(dirs: list[Path]) -> Table:
+    table = Table(title="cells")
+    for col in ("id", "status", "attempt", "top-1"):
+        table.add_column(col)
+    for d in dirs:
+        state = read_state(d)
+        status = state.get("status", "pending")
+        top1 = state.get("top1")
+        table.add_row(
+            d.name,
+            f"[{STYLE.get(status, '')}]{status}[/]",
+            str(state.get("attempts", state.get("attempt", ""))),
+            "" if top1 is None else f"{top1:.2f}",
+        )
+    return table
+
+
+def run(args: argparse.Namespace, console: Console) -> int:
+    grid = load_grid(args.grid)
+    cells = plan(grid, console)
+    out = Path(args.out)
+    dirs = prepare_cells(grid, cells, out)
+    if args.launcher == "slurm":
+        from .slurm import submit
+
+        jobs = submit(dirs, out, grid.slurm, rerun=args.rerun)
+        console.print(f"submitted {len(jobs)} cells: {', '.join(j.job_id for j in jobs)}")
+        return 0
+    gpus = [g for g in args.gpus.split(",") if g] if args.gpus else None
+    if console.is_terminal:
+        with Live(status_table(dirs), console=console, refresh_per_second=2) as live:
+
+            def refresh(jobs: list[Job]) -> None:
+                live.update(status_table(dirs))
+
+            jobs = run_local(dirs, args.parallel, gpus, args.gpus_per_cell, args.rerun, refresh)
+    else:
+
+        def log(jobs: list[Job]) -> None:
+            for job in jobs:
+                if job.code is not None and not getattr(job, "_logged", False):
+                    job._logged = True
+                    console.print(f"{job.cell_dir.name}: {read_state(job.cell_dir)['status']}")
+
+        jobs = run_local(dirs, args.parallel, gpus, args.gpus_per_cell, args.rerun, log)
+    console.print(status_table(dirs))
+    failed = [d.name for d in dirs if read_state(d).get("status") != "done"]
+    if failed:
+        console.print(f"[red]{len(failed)} cells not done[/]: {', '.join(failed)} (see train.log)")
+    return 1 if failed else 0
+
+
+def report(args: argparse.Namespace, console: Console) -> int:
+    from .report import markdown, write_report
+
+    axes, rows = write_report(args.dir)
+    console.print(markdown(axes, rows), markup=False, soft_wrap=True)
+    console.print(f"wrote {Path(args.dir) / 'results.csv'}, results.md, plots and hparams/")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="convnn-ablate", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    sp = sub.add_parser("plan", help="list and validate the cells of a grid")
+    sp.add_argument("grid")
+    sr = sub.add_parser("run", help="run every unfinished cell of a grid")
+    sr.add_argument("grid")
+    sr.add_argument("--out", required=True, help="output directory, one subdirectory per cell")
+    sr.add_argument("--parallel", type=int, default=1, help="cells at once on CPU")
+    sr.add_argument("--gpus", default=None, help="GPU ids to schedule onto, e.g. 0,1,2,3")
+    sr.add_argument("--gpus-per-cell", type=int, default=1, help="DDP for more than one")
+    sr.add_argument("--launcher", choices=["local", "slurm"], default="local")
+    sr.add_argument("--rerun", action="store_true", help="rerun finished cells too")
+    sr.add_argument("--report", action="store_true", help="write the report afterwards")
+    sp_r = sub.add_parser("report", help="results.csv, results.md, plots, HParams")
+    sp_r.add_argument("dir")
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    console = Console()
+    try:
+        if args.command == "plan":
+            plan(load_grid(args.grid), console)
+            code = 0
+        elif args.command == "run":
+            code = run(args, console)
+            if args.report:
+                args.dir = args.out
+                report(args, console)
+        else:
+            code = report(args, console)
+    except GridError as err:
+        console.print(f"convnn-ablate: error: {err}", markup=False, highlight=False, soft_wrap=True)
+        code = 2
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,341 @@
+"""Grid files: a base config, axes of dotted config keys, and the cells they expand to.
+
+A grid is YAML::
+
+    name: k_sweep
+    base: [configs/cifar10.yaml, configs/cifar/vit_tiny_convnn.yaml]
+    set:                                # grid-wide overrides, dotted keys
+      trainer.max_epochs: 100
+    axes:
+      model.init_args.model_kwargs.k: [3, 9, 16]     # a key and its values
+      layer:                                        # a named axis of variants, each a
+        convnn: {model.init_args.model_kwargs.layer: convnn}       # set of overrides
+        branching: {model.init_args.model_kwargs.layer: branching}
+    zip:                                # keys that move together: one axis
+      - model.init_args.model_kwargs.candidates: [random, spatial]
+        model.init_args.model_kwargs.num_samples: [32, 25]
+    exclude:                            # cells matching every entry are dropped
+      - {layer: branching, k: 16}
+    seeds: [0, 1, 2]
+    slurm: {timeout_min: 2880, gpus_per_node: 1, cpus_per_task: 8}
+
+A value ``__delete__`` removes the key. Axis names are the full key, its last component
+(``k``), or the variant axis's name; exclusions may use any of them. A cell is one
+setting of every axis and one seed; its id depends only on its own values, so adding values
+to an axis adds cells without renaming the old ones.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+import re
+import tempfile
+import warnings as warnings_module
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = ["Axis", "Cell", "Grid", "GridError", "load_grid", "merged_config", "validate_cell"]
+
+ROOT = Path(__file__).resolve().parent.parent
+DELETE = "__delete__"
+
+
+class GridError(ValueError):
+    """A grid file or one of its cells is invalid; the message names the cell and key."""
+
+
+@dataclass
+class Axis:
+    """One dimension of the grid: ``labels[i]`` names the overrides ``choices[i]``."""
+
+    name: str
+    labels: list[Any]
+    choices: list[dict[str, Any]]
+    keys: list[str]
+
+
+@dataclass
+class Cell:
+    """One run: a setting of every axis and a seed."""
+
+    id: str
+    name: str
+    setting: str
+    values: dict[str, Any]
+    seed: int | None
+    overrides: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "setting": self.setting,
+            "values": self.values,
+            "seed": self.seed,
+            "overrides": self.overrides,
+        }
+
+
+@dataclass
+class Grid:
+    name: str
+    path: Path
+    base: list[Path]
+    set: dict[str, Any]
+    axes: list[Axis]
+    exclude: list[dict[str, Any]]
+    seeds: list[int | None]
+    slurm: dict[str, Any] = field(default_factory=dict)
+
+    def cells(self) -> list[Cell]:
+        """Every cell, in axis order then seed order, exclusions removed."""
+        cells = []
+        for combo in itertools.product(*(range(len(a.labels)) for a in self.axes)):
+            values = {a.name: a.labels[i] for a, i in zip(self.axes, combo, strict=True)}
+            overrides: dict[str, Any] = {}
+            for a, i in zip(self.axes, combo, strict=True):
+                overrides.update(a.choices[i])
+            if any(_matches(rule, values, overrides, self.axes) for rule in self.exclude):
+                continue
+            setting = " ".join(f"{k}={_fmt(v)}" for k, v in values.items()) or "base"
+            for seed in self.seeds:
+                name = setting if seed is None else f"{setting} seed={seed}"
+                cells.append(Cell(_cell_id(values, seed), name, setting, values, seed, overrides))
+        return cells
+
+
+def _fmt(value: Any) -> str:
+    return json.dumps(value) if isinstance(value, (dict, list)) else str(value)
+
+
+def _cell_id(values: dict[str, Any], seed: int | None) -> str:
+    blob = json.dumps({"values": values, "seed": seed}, sort_keys=True, default=str)
+    digest = hashlib.sha1(blob.encode()).hexdigest()[:8]
+    slug = "-".join(f"{k}_{_fmt(v)}" for k, v in values.items())
+    slug = re.sub(r"[^A-Za-z0-9.=-]+", "_", slug).replace("=", "")
+    slug = (slug + ("" if seed is None else f"-s{seed}"))[:60].strip("-_")
+    return f"{slug}-{digest}" if slug else digest
+
+
+def _short(key: str) -> str:
+    return key.rsplit(".", 1)[-1]
+
+
+def _matches(rule: dict[str, Any], values: dict, overrides: dict, axes: list[Axis]) -> bool:
+    for key, want in rule.items():
+        if key in values:
+            got = values[key]
+        elif key in overrides:
+            got = overrides[key]
+        else:
+            hits = [k for k in overrides if _short(k) == key]
+            if not hits:
+                return False
+            got = overrides[hits[0]]
+        if got != want:
+            return False
+    return True
+
+
+def _resolve(path: str, grid_dir: Path) -> Path:
+    for base in (Path.cwd(), grid_dir, ROOT):
+        candidate = (base / path).resolve()
+        if candidate.is_file():
+            return candidate
+    raise GridError(f"base config {path!r} not found (relative to the cwd, the grid or {ROOT})")
+
+
+def _parse_axes(spec: dict[str, Any], zips: list[dict[str, Any]]) -> list[Axis]:
+    axes = []
+    for name, values in spec.items():
+        if isinstance(values, dict):  # variants: label -> overrides
+            for label, over in values.items():
+                if not isinstance(over, dict):
+                    raise GridError(f"axis {name!r}: variant {label!r} must map keys to values")
+            choices = [dict(v) for v in values.values()]
+            keys = sorted({k for c in choices for k in c})
+            axes.append(Axis(name, list(values), choices, keys))
+        elif isinstance(values, list) and values:
+            short = _short(name)
+            axes.append(Axis(short, list(values), [{name: v} for v in values], [name]))
+        else:
+            raise GridError(f"axis {name!r}: expected a non-empty list or a mapping of variants")
+    for group in zips:
+        lengths = {k: len(v) if isinstance(v, list) else -1 for k, v in group.items()}
+        if not group or len(set(lengths.values())) != 1 or -1 in lengths.values():
+            raise GridError(f"zip {list(group)}: every key needs a list, all of one length")
+        n = next(iter(lengths.values()))
+        name = "+".join(_short(k) for k in group)
+        labels = [",".join(_fmt(group[k][i]) for k in group) for i in range(n)]
+        choices = [{k: group[k][i] for k in group} for i in range(n)]
+        axes.append(Axis(name, labels, choices, list(group)))
+    names = [a.name for a in axes]
+    dup = {n for n in names if names.count(n) > 1}
+    if dup:
+        raise GridError(f"axis names {sorted(dup)} are ambiguous: use a variants axis")
+    return axes
+
+
+def load_grid(path: str | Path) -> Grid:
+    """Read a grid file; structural errors raise :class:`GridError`."""
+    path = Path(path)
+    spec = yaml.safe_load(path.read_text()) or {}
+    known = {"name", "base", "set", "axes", "zip", "exclude", "seeds", "slurm"}
+    unknown = set(spec) - known
+    if unknown:
+        raise GridError(f"{path}: unknown grid keys {sorted(unknown)}; allowed: {sorted(known)}")
+    base = spec.get("base") or []
+    base = [base] if isinstance(base, str) else list(base)
+    if not base:
+        raise GridError(f"{path}: 'base' (one or more config files) is required")
+    seeds = spec.get("seeds") or [None]
+    return Grid(
+        name=spec.get("name", path.stem),
+        path=path.resolve(),
+        base=[_resolve(b, path.parent) for b in base],
+        set=dict(spec.get("set") or {}),
+        axes=_parse_axes(spec.get("axes") or {}, list(spec.get("zip") or [])),
+        exclude=list(spec.get("exclude") or []),
+        seeds=[None if s is None else int(s) for s in seeds],
+        slurm=dict(spec.get("slurm") or {}),
+    )
+
+
+# ---------------------------------------------------------------- merged configs
+
+
+def _parse_only_cli():
+    from lightning_modules.cli import DESCRIPTION, ConvNNCLI
+
+    class ParseOnly(ConvNNCLI):
+        def instantiate_classes(self) -> None:
+            pass
+
+    def parse(args: list[str]):
+        kwargs = {"description": DESCRIPTION, "exit_on_error": False}
+        return ParseOnly(args=args, run=False, parser_kwargs=kwargs)
+
+    return parse
+
+
+_BASE_CACHE: dict[tuple[str, ...], dict[str, Any]] = {}
+
+
+def base_config(files: list[Path]) -> dict[str, Any]:
+    """The complete config (every default) of the base files, as plain YAML data."""
+    key = tuple(str(f) for f in files)
+    if key not in _BASE_CACHE:
+        args = [a for f in files for a in ("-c", str(f))]
+        with warnings_module.catch_warnings():
+            warnings_module.simplefilter("ignore")
+            cli = _parse_only_cli()(args)
+        _BASE_CACHE[key] = yaml.safe_load(cli.parser.dump(cli.config, skip_validation=True))
+    return copy.deepcopy(_BASE_CACHE[key])
+
+
+def set_key(config: dict[str, Any], key: str, value: Any) -> None:
+    """Set a dotted key (``model.init_args.model_kwargs.k``); ``__delete__`` removes it."""
+    node = config
+    parts = key.split(".")
+    for part in parts[:-1]:
+        if not isinstance(node.get(part), dict):
+            if value == DELETE:
+                return
+            node[part] = {}
+        node = node[part]
+    if value == DELETE:
+        node.pop(parts[-1], None)
+    else:
+        node[parts[-1]] = copy.deepcopy(value)
+
+
+def merged_config(grid: Grid, cell: Cell, out_dir: Path | None = None) -> dict[str, Any]:
+    """The cell's complete config: base files, grid ``set``, the cell's values, its seed and,
+    with ``out_dir``, the logger writing into ``out_dir`` (one fixed directory per cell)."""
+    config = base_config(grid.base)
+    for key, value in {**grid.set, **cell.overrides}.items():
+        set_key(config, key, value)
+    if cell.seed is not None:
+        config["seed_everything"] = cell.seed
+    if out_dir is not None:
+        logger = {"save_dir": str(out_dir), "name": "", "version": None}
+        log_cfg = (config.get("trainer") or {}).get("logger")
+        if not isinstance(log_cfg, dict) or "TensorBoardLogger" not in log_cfg.get(
+            "class_path", ""
+        ):
+            log_cfg = {"class_path": "lightning.pytorch.loggers.TensorBoardLogger"}
+        log_cfg.setdefault("init_args", {}).update(logger)
+        config.setdefault("trainer", {})["logger"] = log_cfg
+    return config
+
+
+def _changed_key(message: str, changes: dict[str, Any]) -> str | None:
+    """The overridden key an error message is about: by its name, else by its value."""
+    for key in sorted(changes, key=len, reverse=True):
+        if key in message or re.search(rf"\b{re.escape(_short(key))}\b", message):
+            return key
+    for key, value in changes.items():
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            if re.search(rf"\b{re.escape(str(value))}\b", message):
+                return key
+    return None
+
+
+def _synthetic_stand_in(config: dict[str, Any]) -> dict[str, Any]:
+    """Replace a DataModule whose files are missing by synthetic data of the same shape."""
+    import importlib
+
+    data = config.get("data") or {}
+    module, _, name = data.get("class_path", "").rpartition(".")
+    cls = getattr(importlib.import_module(module), name, None) if module else None
+    init = data.get("init_args") or {}
+    size = init.get("image_size", getattr(cls, "image_size", 224))
+    classes = getattr(cls, "num_classes", 1000) if isinstance(cls, type) else 1000
+    stand_in = {"num_classes": classes, "image_size": size, "num_train": 1, "num_val": 1}
+    config["data"] = {"class_path": "datamodules.SyntheticDataModule", "init_args": stand_in}
+    return config
+
+
+def validate_cell(grid: Grid, cell: Cell) -> list[str]:
+    """Parse the cell's merged config with the ``convnn`` parser and build its DataModule
+    and model (on the meta device); raise :class:`GridError` naming the cell and the key.
+    Returns warnings (a data set that is not on this machine)."""
+    import torch
+
+    config = merged_config(grid, cell)
+    changes = {**grid.set, **cell.overrides}
+    parse = _parse_only_cli()
+    warnings: list[str] = []
+    device = "meta"  # fast; a model that cannot be built there is built on the CPU
+    for _ in range(3):
+        with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+            yaml.safe_dump(config, f)
+        try:
+            with warnings_module.catch_warnings(), torch.device(device):
+                warnings_module.simplefilter("ignore")
+                cli = parse(["-c", f.name])
+                cli.parser.instantiate_classes(cli.config)
+            return warnings
+        except (Exception, SystemExit) as err:  # noqa: BLE001  (every failure is reported)
+            while err.__cause__ is not None:
+                err = err.__cause__
+            if device == "meta" and "meta" in str(err).lower():
+                device = "cpu"
+                continue
+            if isinstance(err, FileNotFoundError) and not warnings:
+                warnings.append(f"cell {cell.name!r}: {err} (data not checked)")
+                config = _synthetic_stand_in(config)
+                continue
+            message = str(err).replace(f.name, "<merged config>").strip()
+            key = _changed_key(message, changes)
+            where = f"key {key!r}" if key else "its merged config"
+            raise GridError(f"cell {cell.name!r} ({cell.id}): {where}: {message}") from None
+        finally:
+            Path(f.name).unlink(missing_ok=True)
+    return warnings

@@ -1,0 +1,332 @@
+"""Running cells: one ``convnn fit`` process per cell in its own directory ``OUT/<cell_id>/``.
+
+A cell directory holds ``cell.json`` (its values), ``config.yaml`` (the complete merged
+config), ``version_<n>/`` (one per attempt: checkpoints, TensorBoard events), ``train.log``,
+``status.json`` (running/failed, rewritten) and, once finished, ``result.json`` (written
+atomically, never overwritten without ``rerun``). A restarted cell resumes from the newest
+``last.ckpt``. ``python -m ablations.runner CELL_DIR`` runs one cell; the local scheduler
+runs many, on CPU (``parallel``) or on distinct GPUs (``gpus``, ``gpus_per_cell``).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import fcntl
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .grid import Cell, Grid, merged_config
+
+__all__ = ["GpuPool", "Scheduler", "prepare_cells", "read_state", "run_cell", "run_local"]
+
+BUSY = 75  # exit status of a cell already being run by another process
+
+
+def atomic_write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=2, default=str)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def read_state(cell_dir: Path) -> dict[str, Any]:
+    """``result.json`` when the cell is done, else ``status.json``, else pending."""
+    return (
+        _read_json(cell_dir / "result.json")
+        or _read_json(cell_dir / "status.json")
+        or {"status": "pending"}
+    )
+
+
+def _die_with_parent() -> None:
+    """Child side of ``Popen``: get SIGKILL when the parent dies (Linux), own process group."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def latest_checkpoint(cell_dir: Path) -> Path | None:
+    """``last.ckpt`` of the newest attempt that wrote one."""
+    versions = [p for p in cell_dir.glob("version_*") if p.name[8:].isdigit()]
+    for version in sorted(versions, key=lambda p: int(p.name[8:]), reverse=True):
+        ckpt = version / "checkpoints" / "last.ckpt"
+        if ckpt.is_file():
+            return ckpt
+    return None
+
+
+def prepare_cells(grid: Grid, cells: Iterable[Cell], out: Path) -> list[Path]:
+    """Write ``cell.json`` and ``config.yaml`` of every unfinished cell; return the dirs."""
+    dirs = []
+    for cell in cells:
+        cell_dir = out / cell.id
+        cell_dir.mkdir(parents=True, exist_ok=True)
+        if not (cell_dir / "result.json").exists():
+            info = {**cell.to_json(), "grid": grid.name, "axes": [a.name for a in grid.axes]}
+            atomic_write_json(cell_dir / "cell.json", info)
+            config = merged_config(grid, cell, cell_dir.resolve())
+            tmp = cell_dir / ".config.yaml.tmp"
+            tmp.write_text(yaml.safe_dump(config, sort_keys=False))
+            os.replace(tmp, cell_dir / "config.yaml")
+        dirs.append(cell_dir)
+    return dirs
+
+
+def _fit_command(cell_dir: Path, ckpt: Path | None, extra: list[str]) -> list[str]:
+    cmd = [
+        sys.executable,
+        "-m",
+        "lightning_modules.cli",
+        "fit",
+        "-c",
+        str(cell_dir / "config.yaml"),
+    ]
+    cmd += extra
+    if ckpt is not None:
+        cmd += ["--ckpt_path", str(ckpt)]
+    return cmd
+
+
+def run_cell(cell_dir: str | Path, extra_args: list[str] | None = None, rerun: bool = False) -> int:
+    """Train and evaluate one cell; returns 0 when it is done (now or before)."""
+    cell_dir = Path(cell_dir)
+    lock = open(cell_dir / ".lock", "w")  # noqa: SIM115  (held until the process exits)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return BUSY
+    result_path = cell_dir / "result.json"
+    if result_path.exists():
+        if not rerun:
+            return 0
+        os.replace(result_path, cell_dir / f"result.{int(time.time())}.json")
+    ckpt = None if rerun else latest_checkpoint(cell_dir)
+    status = _read_json(cell_dir / "status.json") or {}
+    attempt = int(status.get("attempt", 0)) + 1
+    state = {"status": "running", "attempt": attempt, "resumed_from": ckpt, "pid": os.getpid()}
+    atomic_write_json(cell_dir / "status.json", {**status, **state, "started": time.time()})
+    env = dict(os.environ)
+    if env.get("SUBMITIT_EXECUTOR") == "slurm":  # Lightning would expect srun-launched ranks
+        env = {k: v for k, v in env.items() if not k.startswith("SLURM_")}
+    start = time.time()
+    with open(cell_dir / "train.log", "a") as log:
+        log.write(f"\n=== attempt {attempt}, resume from {ckpt}\n")
+        log.flush()
+        code = subprocess.call(
+            _fit_command(cell_dir, ckpt, list(extra_args or [])),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            preexec_fn=_die_with_parent,
+        )
+    elapsed = time.time() - start + float(status.get("elapsed_s", 0.0))
+    last = latest_checkpoint(cell_dir)
+    if code != 0 or last is None:
+        error = f"convnn fit exited with {code}" if code else "no last.ckpt written"
+        failed = {**state, "status": "failed", "error": error, "elapsed_s": elapsed}
+        atomic_write_json(cell_dir / "status.json", failed)
+        return code or 1
+    try:
+        metrics = _evaluate(last)
+    except Exception as err:  # noqa: BLE001  (reported in status.json)
+        failed = {**state, "status": "failed", "error": f"evaluate: {err}", "elapsed_s": elapsed}
+        atomic_write_json(cell_dir / "status.json", failed)
+        return 1
+    cell = _read_json(cell_dir / "cell.json") or {}
+    result = {
+        **cell,
+        "status": "done",
+        "attempts": attempt,
+        "wall_time_s": elapsed,
+        "finished": time.time(),
+        **{k: metrics.get(k) for k in ("top1", "top5", "loss", "params", "gflops")},
+        "images_per_second": metrics.get("images_per_second"),
+        "checkpoint": str(last),
+        "device": metrics.get("device"),
+    }
+    atomic_write_json(result_path, result)
+    atomic_write_json(cell_dir / "status.json", {**state, "status": "done", "elapsed_s": elapsed})
+    return 0
+
+
+def _evaluate(ckpt: Path) -> dict[str, Any]:
+    import torch
+
+    from lightning_modules.evaluate import evaluate
+
+    gpu = torch.cuda.is_available() and os.environ.get("CUDA_VISIBLE_DEVICES", "x") != ""
+    return evaluate(ckpt, accelerator="gpu" if gpu else "cpu", progress=False)
+
+
+# ---------------------------------------------------------------- local scheduling
+
+
+class GpuPool:
+    """Free GPU ids; a cell takes ``n`` of them at once or waits."""
+
+    def __init__(self, gpus: list[str]) -> None:
+        self.free = list(gpus)
+        self.total = len(gpus)
+
+    def acquire(self, n: int) -> list[str] | None:
+        if n > self.total:
+            raise ValueError(f"gpus_per_cell={n} but only {self.total} GPUs given")
+        if len(self.free) < n:
+            return None
+        taken, self.free = self.free[:n], self.free[n:]
+        return taken
+
+    def release(self, gpus: list[str]) -> None:
+        self.free.extend(gpus)
+
+
+@dataclass
+class Job:
+    cell_dir: Path
+    proc: Any = None
+    gpus: list[str] = field(default_factory=list)
+    code: int | None = None
+
+
+Launch = Callable[[Path, dict[str, str]], Any]
+"""``launch(cell_dir, env_updates)`` starts a cell and returns a ``Popen``-like object."""
+
+
+class Scheduler:
+    """Runs cells ``parallel`` at a time; with a GPU pool each gets its own devices."""
+
+    def __init__(
+        self,
+        launch: Launch,
+        parallel: int = 1,
+        gpus: list[str] | None = None,
+        gpus_per_cell: int = 1,
+        threads_per_cell: int | None = None,
+        on_change: Callable[[list[Job]], None] | None = None,
+        poll_s: float = 0.2,
+    ) -> None:
+        self.launch = launch
+        self.pool = GpuPool(gpus) if gpus else None
+        self.gpus_per_cell = gpus_per_cell
+        if self.pool is not None:
+            if gpus_per_cell > self.pool.total:
+                raise ValueError(f"gpus_per_cell={gpus_per_cell} but only {self.pool.total} GPUs")
+            parallel = self.pool.total // gpus_per_cell
+        self.parallel = parallel
+        self.threads = threads_per_cell
+        self.on_change = on_change or (lambda jobs: None)
+        self.poll_s = poll_s
+
+    def _env(self, gpus: list[str]) -> dict[str, str]:
+        env = {}
+        if self.pool is not None:
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
+        elif self.threads:
+            env.setdefault("OMP_NUM_THREADS", str(self.threads))
+        return env
+
+    def run(self, cell_dirs: list[Path]) -> list[Job]:
+        jobs = [Job(d) for d in cell_dirs]
+        pending = list(jobs)
+        running: list[Job] = []
+        self.on_change(jobs)
+        while pending or running:
+            while pending and len(running) < self.parallel:
+                gpus: list[str] = []
+                if self.pool is not None:
+                    gpus = self.pool.acquire(self.gpus_per_cell) or []
+                    if not gpus:
+                        break
+                job = pending.pop(0)
+                job.gpus = gpus
+                job.proc = self.launch(job.cell_dir, self._env(gpus))
+                running.append(job)
+                self.on_change(jobs)
+            time.sleep(self.poll_s)
+            for job in list(running):
+                code = job.proc.poll()
+                if code is None:
+                    continue
+                job.code = code
+                running.remove(job)
+                if self.pool is not None:
+                    self.pool.release(job.gpus)
+                self.on_change(jobs)
+        return jobs
+
+
+def popen_launcher(extra_args: list[str], rerun: bool = False, log_dir: Path | None = None):
+    """A :data:`Launch` running ``python -m ablations.runner CELL_DIR`` in a child process."""
+
+    def launch(cell_dir: Path, env_updates: dict[str, str]) -> subprocess.Popen:
+        env = {**os.environ, **env_updates}
+        cmd = [sys.executable, "-m", "ablations.runner", str(cell_dir)]
+        cmd += ["--rerun"] * rerun + ["--", *extra_args]
+        out = open(cell_dir / "driver.log", "a")  # noqa: SIM115  (owned by the child)
+        return subprocess.Popen(
+            cmd, env=env, stdout=out, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent
+        )
+
+    return launch
+
+
+def gpu_args(gpus_per_cell: int) -> list[str]:
+    """``convnn fit`` arguments for a cell on ``gpus_per_cell`` GPUs (DDP for more than one)."""
+    args = ["--trainer.accelerator", "gpu", "--trainer.devices", str(gpus_per_cell)]
+    if gpus_per_cell > 1:
+        args += ["--trainer.strategy", "ddp"]
+    return args
+
+
+def run_local(
+    cell_dirs: list[Path],
+    parallel: int = 1,
+    gpus: list[str] | None = None,
+    gpus_per_cell: int = 1,
+    rerun: bool = False,
+    on_change: Callable[[list[Job]], None] | None = None,
+) -> list[Job]:
+    """Run unfinished cells (all with ``rerun``) with the local scheduler."""
+    todo = [d for d in cell_dirs if rerun or not (d / "result.json").exists()]
+    extra = gpu_args(gpus_per_cell) if gpus else []
+    threads = max(1, (os.cpu_count() or 1) // max(1, parallel))
+    scheduler = Scheduler(
+        popen_launcher(extra, rerun),
+        parallel=parallel,
+        gpus=gpus,
+        gpus_per_cell=gpus_per_cell,
+        threads_per_cell=threads,
+        on_change=on_change,
+    )
+    return scheduler.run(todo)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    extra = argv[argv.index("--") + 1 :] if "--" in argv else []
+    own = argv[: argv.index("--")] if "--" in argv else argv
+    sys.exit(run_cell(own[0], extra, rerun="--rerun" in own))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,200 @@
+"""Ablation driver: grids, local runs with resume, GPU scheduling, SLURM via submitit, report."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ablations import cli
+from ablations.grid import load_grid
+from ablations.runner import Scheduler
+
+ROOT = Path(__file__).resolve().parent.parent
+SET = {
+    "trainer.max_epochs": 1,
+    "trainer.limit_train_batches": 2,
+    "trainer.limit_val_batches": 1,
+    "trainer.callbacks": [],
+    "trainer.enable_model_summary": False,
+    "data": {
+        "class_path": "datamodules.SyntheticDataModule",
+        "init_args": {
+            "num_classes": 4,
+            "image_size": 16,
+            "num_train": 32,
+            "num_val": 16,
+            "batch_size": 16,
+            "num_workers": 0,
+            "persistent_workers": False,
+            "pin_memory": False,
+        },
+    },
+}
+AXES = {
+    "model.init_args.model_kwargs.layer": ["attention", "convnn"],
+    "model.init_args.model_kwargs.depth": [1, 2],
+}
+
+
+def write_grid(tmp_path: Path, axes: dict | None = None, **extra) -> Path:
+    spec = {"name": "t", "base": "configs/quickstart.yaml", "set": SET, "axes": axes or AXES}
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump({**spec, **extra}, sort_keys=False))
+    return path
+
+
+def ablate(*args: str) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "ablations.cli", *args]
+    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def results(out: Path) -> list[Path]:
+    return sorted(out.glob("*/result.json"))
+
+
+def test_grid_expansion_ids_zip_exclude_seeds(tmp_path):
+    axes = {"model.init_args.model_kwargs.k": [3, 9], "layer": {"a": {"x.y": 1}, "b": {}}}
+    zips = [{"model.init_args.lr": [0.1, 0.2], "model.init_args.weight_decay": [0.0, 0.1]}]
+    grid = load_grid(write_grid(tmp_path, axes, zip=zips, exclude=[{"k": 9, "layer": "b"}]))
+    grid.seeds = [0, 1]
+    cells = grid.cells()
+    assert len(cells) == (2 * 2 - 1) * 2 * 2
+    assert len({c.id for c in cells}) == len(cells)
+    first = cells[0]
+    assert first.values == {"k": 3, "layer": "a", "lr+weight_decay": "0.1,0.0"}
+    assert first.overrides["x.y"] == 1 and first.overrides["model.init_args.lr"] == 0.1
+    more = load_grid(write_grid(tmp_path, {**axes, "model.init_args.model_kwargs.k": [3, 9, 16]}))
+    assert {c.id for c in load_grid(write_grid(tmp_path, axes)).cells()} <= {
+        c.id for c in more.cells()
+    }
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "needle"),
+    [
+        ("trainer.max_epoch", 2, "trainer.max_epoch"),
+        ("model.init_args.model_kwargs.similarity", "cosin", "similarity"),
+        ("model.init_args.optimizer", "adamx", "model.init_args.optimizer"),
+    ],
+)
+def test_plan_rejects_bad_key_or_value(tmp_path, capsys, key, value, needle):
+    grid = write_grid(tmp_path, {key: [value]})
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["plan", str(grid)])
+    assert exit_info.value.code == 2
+    out = capsys.readouterr().out
+    assert "error" in out and needle in out
+    assert f"cell '{key.rsplit('.', 1)[-1]}={value}'" in out
+
+
+def test_run_parallel_and_report(tmp_path):
+    out = tmp_path / "out"
+    proc = ablate("run", str(write_grid(tmp_path)), "--out", str(out), "--parallel", "2")
+    log = proc.communicate(timeout=150)[0].decode()
+    assert proc.returncode == 0, log
+    assert len(results(out)) == 4
+    cli_proc = ablate("report", str(out))
+    assert cli_proc.wait(timeout=60) == 0
+    rows = (out / "results.csv").read_text().strip().splitlines()
+    assert len(rows) == 5 and rows[0].startswith("layer,depth,top1_mean")
+    md = (out / "results.md").read_text().strip().splitlines()
+    assert len(md) == 6
+    assert (out / "plot_layer.png").stat().st_size > 0 and (out / "plot_depth.png").is_file()
+    assert list((out / "hparams").rglob("events.out.tfevents.*"))
+    result = json.loads(results(out)[0].read_text())
+    assert result["status"] == "done" and result["params"] > 0 and result["gflops"] > 0
+
+
+def test_sigkill_driver_then_resume(tmp_path):
+    out = tmp_path / "out"
+    grid = str(write_grid(tmp_path))
+    proc = ablate("run", grid, "--out", str(out), "--parallel", "1")
+    deadline = time.time() + 120
+    while time.time() < deadline:  # wait for the second cell to start
+        states = [json.loads(p.read_text()) for p in out.glob("*/status.json")]
+        if len(results(out)) == 1 and any(s["status"] == "running" for s in states):
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail("the second cell never started")
+    first = results(out)[0]
+    stamp = first.stat().st_mtime_ns
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    time.sleep(0.5)  # the cell's processes die with their parent
+    again = ablate("run", grid, "--out", str(out), "--parallel", "2")
+    log = again.communicate(timeout=150)[0].decode()
+    assert again.returncode == 0, log
+    assert len(results(out)) == 4
+    assert first.stat().st_mtime_ns == stamp
+    assert json.loads(first.read_text())["attempts"] == 1
+    assert len(list(first.parent.glob("version_*"))) == 1  # not trained again
+
+
+class FakeProc:
+    """A ``Popen`` stand-in finishing after a few polls; records what ran concurrently."""
+
+    running: list[FakeProc] = []
+    overlaps: list[list[str]] = []
+
+    def __init__(self, env: dict[str, str], polls: int) -> None:
+        self.env, self.polls = env, polls
+        FakeProc.running.append(self)
+        FakeProc.overlaps.append([p.env["CUDA_VISIBLE_DEVICES"] for p in FakeProc.running])
+
+    def poll(self) -> int | None:
+        self.polls -= 1
+        if self.polls > 0:
+            return None
+        FakeProc.running.remove(self)
+        return 0
+
+
+@pytest.mark.parametrize(("gpus_per_cell", "cells"), [(1, 9), (2, 5)])
+def test_gpu_scheduler_distinct_devices(tmp_path, gpus_per_cell, cells):
+    FakeProc.running, FakeProc.overlaps = [], []
+    seen = []
+
+    def launch(cell_dir, env):
+        seen.append(env["CUDA_VISIBLE_DEVICES"])
+        return FakeProc(env, polls=1 + len(seen) % 3)
+
+    sched = Scheduler(launch, gpus=["0", "1", "2", "3"], gpus_per_cell=gpus_per_cell, poll_s=0)
+    jobs = sched.run([tmp_path / str(i) for i in range(cells)])
+    assert all(j.code == 0 for j in jobs) and len(seen) == cells
+    assert all(len(s.split(",")) == gpus_per_cell for s in seen)
+    for group in FakeProc.overlaps:
+        devices = [d for env in group for d in env.split(",")]
+        assert len(devices) == len(set(devices)) <= 4
+    assert max(len(g) for g in FakeProc.overlaps) == 4 // gpus_per_cell
+    with pytest.raises(ValueError, match="gpus_per_cell"):
+        Scheduler(launch, gpus=["0"], gpus_per_cell=2)
+
+
+def test_slurm_launcher_local_executor(tmp_path):
+    submitit = pytest.importorskip("submitit", reason="submitit is not installed")
+    from ablations.runner import prepare_cells
+    from ablations.slurm import submit
+
+    grid = load_grid(write_grid(tmp_path, {"model.init_args.model_kwargs.layer": ["convnn"]}))
+    out = tmp_path / "out"
+    dirs = prepare_cells(grid, grid.cells(), out)
+    executor = submitit.LocalExecutor(folder=tmp_path / "submitit")
+    executor.update_parameters(timeout_min=5)
+    cwd = os.getcwd()
+    os.chdir(ROOT)
+    try:
+        jobs = submit(dirs, out, executor=executor)
+        assert [job.result() for job in jobs] == [0]
+    finally:
+        os.chdir(cwd)
+    assert len(results(out)) == 1
+    assert submit(dirs, out, executor=executor) == []  # finished cells are not resubmitted
