@@ -14,7 +14,6 @@ kernel. Two backends compute the same function:
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import torch
@@ -36,7 +35,13 @@ from .geometry import (
     spatial_sample,
     window_candidates,
 )
-from .map_paths import as_convolution, is_convolution, shifts_apply, window_by_shifts
+from .map_paths import (
+    as_convolution,
+    is_convolution,
+    location_as_window,
+    shifts_apply,
+    window_by_shifts,
+)
 from .options import ConvNNOptions, resolve_backend
 from .selection import gather_tokens, neighbor_scores, select_neighbors
 from .window_attention import applies as window_attention_applies
@@ -282,23 +287,6 @@ def convnn(
     return aggregate(neighbors, weights, opts.kernel, weight, pointwise_weight, bias)
 
 
-def _location_as_window(opts: ConvNNOptions, kernel_size: tuple[int, int]) -> ConvNNOptions:
-    """Location selection among all tokens, as a window table (no N x N distances).
-
-    The ``k`` nearest positions (Chebyshev, ties to the lower index) lie in the
-    ``s x s`` window, ``s`` the smallest odd side with ``s*s >= k``; in a map
-    zero-padded like a convolution that window stays inside the map whenever
-    ``s <= kernel_size``, so both candidate sets give the same neighbors.
-    """
-    if not (opts.candidates == "all" and opts.similarity == "location" and opts.k):
-        return opts
-    side = math.isqrt(opts.k - 1) + 1
-    side += 1 - side % 2
-    if opts.score_for_weights == "mixed" or side > min(kernel_size):
-        return opts
-    return dataclasses.replace(opts, candidates="window", window_size=side, window_border="pad")
-
-
 def convnn2d(
     x: Tensor,
     *,
@@ -325,6 +313,7 @@ def convnn2d(
     """
     B, C, H, W = x.shape
     if resolve_backend(backend or options.backend) == "fast":  # type: ignore[arg-type]
+        options = location_as_window(options, kernel_size)
         if is_convolution(options, kernel_size):
             return as_convolution(
                 x, options, weight, pointwise_weight, bias, kernel_size, stride, padding
@@ -334,7 +323,6 @@ def convnn2d(
             out_channels = pointwise_weight.shape[0]  # type: ignore[union-attr]
         if window_attention_applies(options, kernel_size, stride, padding, out_channels, C):
             return window_attention(x, kernel_size, bias)
-        options = _location_as_window(options, kernel_size)
         if shifts_apply(options, kernel_size, out_channels, C):
             return window_by_shifts(
                 x, options, weight, pointwise_weight, bias, kernel_size, stride, padding, training

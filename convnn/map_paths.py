@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
@@ -20,23 +21,29 @@ from .options import ConvNNOptions
 from .similarity import EPS, mixed_scores, score_dtype
 
 
-def _whole_window(opts: ConvNNOptions, kernel_size: tuple[int, int]) -> bool:
-    """Every candidate of a zero-padded window centred on the query is selected."""
-    if opts.candidates == "window":
-        return opts.window_border == "pad" and opts.k == opts.max_k()
-    return (
-        opts.candidates == "all"
-        and opts.similarity == "location"
-        and (opts.k == kernel_size[0] * kernel_size[1])
-    )
+def location_as_window(opts: ConvNNOptions, kernel_size: tuple[int, int]) -> ConvNNOptions:
+    """Location selection among all tokens, as a window table (no N x N distances).
+
+    The ``k`` nearest positions (Chebyshev, ties to the lower index) lie in the
+    ``s x s`` window, ``s`` the smallest odd side with ``s*s >= k``; in a map
+    zero-padded like a convolution that window stays inside the map whenever
+    ``s <= kernel_size``, so both candidate sets give the same neighbors.
+    """
+    if not (opts.candidates == "all" and opts.similarity == "location" and opts.k):
+        return opts
+    side = math.isqrt(opts.k - 1) + 1
+    side += 1 - side % 2
+    if opts.score_for_weights == "mixed" or side > min(kernel_size):
+        return opts
+    return dataclasses.replace(opts, candidates="window", window_size=side, window_border="pad")
 
 
 def is_convolution(opts: ConvNNOptions, kernel_size: tuple[int, int]) -> bool:
     """True when ConvNN with ``opts`` computes exactly a convolution of ``kernel_size``."""
-    window = opts.window_shape if opts.candidates == "window" else kernel_size
+    opts = location_as_window(opts, kernel_size)
     return (
-        _whole_window(opts, kernel_size)
-        and window == kernel_size
+        opts.selects_whole_padded_window
+        and opts.window_shape == kernel_size
         and opts.weighting == "none"
         and opts.resolved_order == "offset"
         and not (opts.positional_encoding == "coords" and opts.coords_to_values)
@@ -72,9 +79,7 @@ def shifts_apply(
 ) -> bool:
     """Whether :func:`window_by_shifts` computes this configuration."""
     return (
-        opts.candidates == "window"
-        and opts.window_border == "pad"
-        and opts.k == opts.max_k()
+        opts.selects_whole_padded_window
         and opts.weighting != "none"
         and opts.positional_encoding == "none"
         and opts.resolved_order == "offset"

@@ -177,6 +177,13 @@ class ConvNNOptions:
         return resolve_order(self.order, self.similarity, self.candidates)
 
     @property
+    def selects_whole_padded_window(self) -> bool:
+        """Zero-padded ``window`` candidates of which every one is selected (k = sh*sw)."""
+        return (
+            self.candidates == "window" and self.window_border == "pad" and self.k == self.max_k()
+        )
+
+    @property
     def draws_from_input_only(self) -> bool:
         """Shifted windows and random/spatial samples never use zero-padding tokens."""
         shift = self.candidates == "window" and self.window_border == "shift"

@@ -25,10 +25,8 @@ from .similarity import score_dtype
 def applies(opts: ConvNNOptions, kernel_size, stride, padding, out_channels: int, C: int) -> bool:
     """Whether :func:`window_attention` computes this ConvNN2d configuration."""
     return (
-        opts.candidates == "window"
-        and opts.window_border == "pad"
+        opts.selects_whole_padded_window
         and opts.window_shape == tuple(kernel_size)
-        and opts.k == opts.max_k()
         and opts.weighting == "softmax"
         and opts.score_for_weights == "dot"
         and opts.kernel == "sum"

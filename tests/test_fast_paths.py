@@ -317,3 +317,14 @@ def test_autocast_finite(name, dtype):
         y = layer(x)
     y.float().sum().backward()
     assert torch.isfinite(y).all() and torch.isfinite(x.grad).all()
+
+
+@pytest.mark.parametrize("kernel_size", [2, 4])
+def test_even_kernel_location_is_not_a_convolution(kernel_size):
+    """Even kernels: the k = s*s nearest positions are not the s x s conv window, so the
+    fast backend must not run F.conv2d; it agrees with the reference."""
+    kw = dict(in_channels=2, out_channels=3, kernel_size=kernel_size, padding=1,
+              similarity="location", k=kernel_size**2)  # fmt: skip
+    fast, ref = pair(**kw)
+    assert not map_paths.is_convolution(fast.options, fast.kernel_size)
+    assert_same(fast, ref, torch.randn(2, 2, 5, 6, dtype=F64))
