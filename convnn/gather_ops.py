@@ -28,9 +28,9 @@ def _block_rows(index: Tensor, channels: int) -> int:
     return max(1, min(nq, BLOCK_BYTES // per_row))
 
 
-def _with_null(x: Tensor, has_null: bool) -> Tensor:
-    """``x`` as a contiguous tensor (gathers from strided views are slow), plus a zero
-    row at index ``N`` when ``has_null``."""
+def with_null_row(x: Tensor, has_null: bool) -> Tensor:
+    """``x`` ``(*, N, C)`` as a contiguous tensor (row gathers need one), plus a zero row
+    at index ``N`` (the null token outside the map) when ``has_null``."""
     if has_null:
         return torch.cat((x, x.new_zeros(*x.shape[:-2], 1, x.shape[-1])), dim=-2)
     return x.contiguous()
@@ -43,9 +43,10 @@ def _flat_rows(index: Tensor, num_rows: int) -> Tensor:
     return (index + offsets.view(*index.shape[:-2], 1, 1)).reshape(-1)
 
 
-def _gather(x: Tensor, index: Tensor) -> Tensor:
+def gather_rows(x: Tensor, index: Tensor) -> Tensor:
     """Rows ``index`` ``(*, Nq, k)`` of contiguous ``x`` ``(*, N, C)`` -> ``(*, Nq, k, C)``,
-    copied row by row (``index_select``), much faster than an element-wise gather."""
+    copied row by row (``index_select``, differentiable), much faster than an
+    element-wise gather with an expanded index."""
     C = x.shape[-1]
     rows = x.reshape(-1, C).index_select(0, _flat_rows(index, x.shape[-2]))
     return rows.view(*index.shape, C)
@@ -58,7 +59,9 @@ def _gather_dot(q: Tensor, key: Tensor, index: Tensor) -> Tensor:
     rows = _block_rows(index, key.shape[-1])
     for s in range(0, index.shape[-2], rows):
         block = index[..., s : s + rows, :]
-        out[..., s : s + rows, :] = (_gather(key, block) * q[..., s : s + rows, None, :]).sum(-1)
+        out[..., s : s + rows, :] = (gather_rows(key, block) * q[..., s : s + rows, None, :]).sum(
+            -1
+        )
     return out
 
 
@@ -70,7 +73,7 @@ def _gather_sum(v: Tensor, index: Tensor, w: Tensor) -> Tensor:
     for s in range(0, index.shape[-2], rows):
         block = index[..., s : s + rows, :]
         weights = w[..., s : s + rows, None, :].to(v.dtype)  # (*, rows, 1, k)
-        out[..., s : s + rows, :] = (weights @ _gather(v, block)).squeeze(-2)
+        out[..., s : s + rows, :] = (weights @ gather_rows(v, block)).squeeze(-2)
     return out
 
 
@@ -93,7 +96,7 @@ class _GatherDot(torch.autograd.Function):
     def forward(
         ctx, q: Tensor, key: Tensor, index: Tensor, has_null: bool, known: Tensor | None
     ) -> Tensor:
-        keyn = _with_null(key, has_null)
+        keyn = with_null_row(key, has_null)
         q = q.contiguous()
         ctx.save_for_backward(q, keyn, index)
         ctx.num_tokens = key.shape[-2]
@@ -114,7 +117,7 @@ class _GatherDot(torch.autograd.Function):
 class _WeightedGatherSum(torch.autograd.Function):
     @staticmethod
     def forward(ctx, v: Tensor, index: Tensor, w: Tensor, has_null: bool) -> Tensor:
-        vn = _with_null(v, has_null)
+        vn = with_null_row(v, has_null)
         ctx.save_for_backward(vn, index, w)
         ctx.num_tokens = v.shape[-2]
         return _gather_sum(vn, index, w)
@@ -145,10 +148,3 @@ def gather_dot(
 def weighted_gather_sum(v: Tensor, index: Tensor, w: Tensor, has_null: bool = False) -> Tensor:
     """``(*, N, C)``, ``(*, Nq, k)``, ``(*, Nq, k)`` -> ``(*, Nq, C)`` weighted neighbor sums."""
     return _WeightedGatherSum.apply(v, index, w.to(v.dtype), has_null)
-
-
-def gather_rows(x: Tensor, index: Tensor) -> Tensor:
-    """Rows ``index`` ``(*, Nq, k)`` of contiguous ``x`` ``(*, N, C)`` -> ``(*, Nq, k, C)``
-    (differentiable; the generic path's k-fold copy)."""
-    C = x.shape[-1]
-    return x.reshape(-1, C)[_flat_rows(index, x.shape[-2])].view(*index.shape, C)

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .gather_ops import gather_dot, gather_rows
+from .gather_ops import gather_dot, gather_rows, with_null_row
 from .geometry import CandidateTable
 from .options import ConvNNOptions
 from .similarity import EPS, feature_scores, mixed_scores, score_dtype
@@ -28,9 +28,7 @@ def gather_tokens(x: Tensor, index: Tensor, has_null: bool = False) -> Tensor:
 
     With ``has_null``, index ``N`` reads a zero row (the null token outside the map)."""
     x = x.expand(*index.shape[:-2], *x.shape[-2:])
-    if has_null:
-        x = torch.cat((x, x.new_zeros(*x.shape[:-2], 1, x.shape[-1])), dim=-2)
-    return gather_rows(x.contiguous(), index)
+    return gather_rows(with_null_row(x, has_null), index)
 
 
 def _candidate_features(key: Tensor, table: CandidateTable) -> Tensor:
@@ -39,8 +37,8 @@ def _candidate_features(key: Tensor, table: CandidateTable) -> Tensor:
     index = table.index
     if index.shape[0] == 1 and index.shape[1] == N and not table.forced_self:
         return key  # all tokens, in order
-    if table.has_null:
-        key = torch.cat((key, key.new_zeros(*key.shape[:-2], 1, key.shape[-1])), dim=-2)
+    if table.has_null:  # no contiguous copy otherwise: indexing takes strided keys
+        key = with_null_row(key, True)
     return key[..., index[0], :] if index.shape[0] == 1 else key[..., index, :]
 
 
