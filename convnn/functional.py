@@ -8,8 +8,8 @@ kernel. Two backends compute the same function:
 * ``reference``: plain and obviously correct — the dense ``(B, Nq, M)`` similarity
   with gradient, then gathers. Used by tests as the ground truth.
 * ``fast``: selection without autograd over blocks of queries, weighting scores
-  recomputed from the gathered keys, and exact special cases dispatched to
-  PyTorch's fused ops.
+  of the selected neighbors only (reused from the selection pass, gradients by
+  re-gathering), and exact special cases dispatched to PyTorch's fused ops.
 """
 
 from __future__ import annotations

@@ -190,6 +190,7 @@ def select_neighbors(
     batch = query[..., 0, 0].numel()
     budget = opts.selection_budget_mb or (256.0 if query.is_cuda else 4.0)
     block = max(1, int(budget * 2**20 // (4 * batch * M)))
+    reuse = needs_w and wkind == opts.similarity  # keep the selected scores for the weights
     parts = []
     with torch.no_grad():
         for start in range(0, Nq, block):
@@ -197,12 +198,12 @@ def select_neighbors(
             sub, dist = _rows(table, distance, rows)
             scores = dense_scores(opts.similarity, opts, query[..., rows, :], key, sub, dist)
             idx, sl = top_k(scores, k, sub, order)
-            parts.append((idx, sl, scores.gather(-1, sl)))
-    index, slots, values = (torch.cat(p, dim=-2) for p in zip(*parts, strict=True))
-    known = KnownScores(selected=values if wkind == opts.similarity else None)
+            parts.append((idx, sl, scores.gather(-1, sl)) if reuse else (idx, sl))
+    merged = [torch.cat(p, dim=-2) for p in zip(*parts, strict=True)]
+    known = KnownScores(selected=merged[2] if reuse else None)
     if needs_w and wkind == "mixed":
         known.dense = dense_scores(wkind, opts, query, key, table, distance)
-    return index, slots, known
+    return merged[0], merged[1], known
 
 
 def neighbor_scores(
