@@ -4,7 +4,7 @@ Every module yields ``(images float32 (B, 3, S, S), labels int64 (B,))`` and exp
 ``num_classes``, ``image_size``, ``in_chans``, ``mean`` and ``std`` right after construction.
 """
 
-from .base import ImageClassificationDataModule, TensorImageDataset
+from .base import DataError, ImageClassificationDataModule, TensorImageDataset
 from .cifar import CIFAR10DataModule, CIFAR100DataModule
 from .digits import DigitsDataModule
 from .folder import ImageNetDataModule
@@ -13,6 +13,7 @@ from .synthetic import SyntheticDataModule, synthetic_images
 __all__ = [
     "CIFAR10DataModule",
     "CIFAR100DataModule",
+    "DataError",
     "DigitsDataModule",
     "ImageClassificationDataModule",
     "ImageNetDataModule",

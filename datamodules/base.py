@@ -13,17 +13,22 @@ subclass documents its split sizes).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator
 from typing import Literal
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 Split = Literal["train", "val", "test"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class DataError(ValueError):
+    """Data that cannot be used (a missing folder, a corrupt file); the message is one line."""
 
 
 def check_int(name: str, value: int, minimum: int) -> None:
@@ -64,6 +69,30 @@ class TensorImageDataset(Dataset):
         return self.transform(image), int(self.labels[index])
 
 
+class EpochShuffleSampler(RandomSampler):
+    """A random order per epoch that depends only on ``(seed, epoch)``, like DistributedSampler.
+
+    Lightning calls ``set_epoch`` before every epoch, so a run resumed from a checkpoint
+    reads the same batches as an uninterrupted one. Under DDP Lightning replaces it (a
+    ``RandomSampler``) by a ``DistributedSampler`` with the run's seed, which does the same per
+    rank. ``seed`` defaults to the run's ``seed_everything`` seed (``PL_GLOBAL_SEED``).
+    """
+
+    def __init__(self, data_source: Dataset, seed: int | None = None) -> None:
+        super().__init__(data_source)
+        if seed is None:
+            seed = int(os.environ.get("PL_GLOBAL_SEED", torch.initial_seed()))
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        yield from torch.randperm(len(self.data_source), generator=generator).tolist()
+
+
 class ImageClassificationDataModule(L.LightningDataModule):
     """Base class: batch size and loader settings shared by every image-classification dataset.
 
@@ -74,8 +103,9 @@ class ImageClassificationDataModule(L.LightningDataModule):
         persistent_workers: keep workers alive between epochs; used only when
             ``num_workers > 0``.
 
-    The training loader shuffles with torch's global generator, so ``seed_everything`` fixes
-    its order, and drops the last incomplete batch when at least one full batch exists (no
+    The training loader shuffles with an :class:`EpochShuffleSampler` (the order of an epoch
+    depends only on the run's seed and the epoch number, so resumed runs read the same
+    batches), and drops the last incomplete batch when at least one full batch exists (no
     batch of one image reaches batch norm). Validation, test and predict loaders keep every
     sample once, in order. ``test_dataloader`` serves the validation split unless the dataset
     has a separate test split (``has_test_split``).
@@ -138,7 +168,7 @@ class ImageClassificationDataModule(L.LightningDataModule):
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            shuffle=train,
+            sampler=EpochShuffleSampler(dataset) if train else None,
             drop_last=drop_last,
             num_workers=workers,
             pin_memory=self.pin_memory and torch.cuda.is_available(),

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import os
+import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
+from PIL import Image
 from torchvision.datasets import ImageFolder
 
 from .base import (
     IMAGENET_MEAN,
     IMAGENET_STD,
+    DataError,
     ImageClassificationDataModule,
     Split,
     check_image_size,
@@ -19,6 +23,9 @@ from .base import (
 from .transforms import imagenet_transform
 
 Interpolation = Literal["bicubic", "bilinear", "nearest", "random"]
+CorruptImages = Literal["fail", "skip"]
+UNREADABLE = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+"""What PIL raises for a truncated, corrupt or non-image file."""
 
 
 def class_folders(split_dir: Path) -> list[str]:
@@ -45,6 +52,73 @@ def class_folders(split_dir: Path) -> list[str]:
     return classes
 
 
+def read_image(path: str) -> Image.Image:
+    """The image at ``path`` fully decoded as RGB (a truncated file raises ``OSError``)."""
+    with open(path, "rb") as f:
+        image = Image.open(f)
+        return image.convert("RGB")
+
+
+class CheckedImageFolder(ImageFolder):
+    """``ImageFolder`` whose unreadable images (truncated, corrupt, not an image) are handled.
+
+    ``corrupt_images="fail"`` raises :class:`DataError` naming the file; ``"skip"`` warns
+    with the file and the running count of skipped files (``skipped``, per process) and
+    serves the next readable image instead, so batches keep their size. ``scan()`` decodes
+    every image up front and drops the unreadable ones (or fails) before any training.
+    """
+
+    def __init__(self, root: str, transform: Any, corrupt_images: CorruptImages) -> None:
+        super().__init__(root, transform=transform, loader=read_image)
+        self.corrupt_images = corrupt_images
+        self.skipped = 0
+
+    def _unreadable(self, path: str, err: Exception) -> None:
+        if self.corrupt_images == "fail":
+            raise DataError(
+                f"unreadable image '{path}' ({type(err).__name__}: {err}); remove it or set "
+                "the DataModule's corrupt_images: skip"
+            )
+        self.skipped += 1
+        warnings.warn(
+            f"skipped unreadable image '{path}' ({type(err).__name__}: {err}); "
+            f"{self.skipped} skipped so far in '{self.root}'",
+            stacklevel=3,
+        )
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        for offset in range(len(self.samples)):
+            path, target = self.samples[(index + offset) % len(self.samples)]
+            try:
+                image = self.loader(path)
+            except UNREADABLE as err:
+                self._unreadable(path, err)
+                continue
+            return self.transform(image) if self.transform else image, target
+        raise DataError(f"no readable image in '{self.root}'")
+
+    def scan(self, threads: int = 1) -> None:
+        """Decode every image now; unreadable ones fail or are dropped from ``samples``."""
+
+        def readable(sample: tuple[str, int]) -> Exception | None:
+            try:
+                read_image(sample[0])
+            except UNREADABLE as err:
+                return err
+            return None
+
+        with ThreadPoolExecutor(max(1, threads)) as pool:
+            errors = list(pool.map(readable, self.samples))
+        for (path, _), err in zip(self.samples, errors, strict=True):
+            if err is not None:
+                self._unreadable(path, err)
+        self.samples = [s for s, err in zip(self.samples, errors, strict=True) if err is None]
+        self.imgs = self.samples
+        self.targets = [target for _, target in self.samples]
+        if not self.samples:
+            raise DataError(f"no readable image in '{self.root}'")
+
+
 class ImageNetDataModule(ImageClassificationDataModule):
     """Images in the standard layout ``root/train/<class>/*.JPEG``, ``root/val/<class>/*.JPEG``.
 
@@ -68,6 +142,10 @@ class ImageNetDataModule(ImageClassificationDataModule):
         interpolation: resize interpolation.
         mean: per-channel normalization mean.
         std: per-channel normalization standard deviation.
+        corrupt_images: an unreadable (truncated, corrupt) image ``fail``s the run naming the
+            file, or is ``skip``ped with a warning that names it and counts the skipped files.
+        scan_images: decode every image in ``setup``, before any training (threads:
+            ``max(1, num_workers)``), so a bad file fails or is dropped up front.
     """
 
     def __init__(
@@ -84,16 +162,23 @@ class ImageNetDataModule(ImageClassificationDataModule):
         interpolation: Interpolation = "bicubic",
         mean: tuple[float, float, float] = IMAGENET_MEAN,
         std: tuple[float, float, float] = IMAGENET_STD,
+        corrupt_images: CorruptImages = "fail",
+        scan_images: bool = False,
     ) -> None:
         super().__init__(batch_size, num_workers, pin_memory, persistent_workers)
         check_image_size(image_size)
         check_number("re_prob", re_prob, "in [0, 1]", lambda p: 0 <= p <= 1)
         check_number("crop_pct", crop_pct, "in (0, 1]", lambda p: 0 < p <= 1)
-        if interpolation not in Interpolation.__args__:
-            raise ValueError(
-                f"interpolation={interpolation!r} is not allowed; "
-                f"expected one of {list(Interpolation.__args__)}"
-            )
+        for name, value, allowed in (
+            ("interpolation", interpolation, Interpolation.__args__),
+            ("corrupt_images", corrupt_images, CorruptImages.__args__),
+        ):
+            if value not in allowed:
+                raise ValueError(
+                    f"{name}={value!r} is not allowed; expected one of {list(allowed)}"
+                )
+        self.corrupt_images = corrupt_images
+        self.scan_images = scan_images
         self.root = str(root)
         self.image_size = image_size
         self.mean = tuple(mean)
@@ -134,10 +219,13 @@ class ImageNetDataModule(ImageClassificationDataModule):
     def make_transform(self, train: bool):
         return imagenet_transform(train, **self.transform_args)
 
-    def make_dataset(self, split: Split) -> ImageFolder:
-        """The ImageFolder of ``split`` (the hook for a tolerant image loader)."""
+    def make_dataset(self, split: Split) -> CheckedImageFolder:
+        """The image folder of ``split``, scanned first when ``scan_images``."""
         folder = Path(self.root) / ("train" if split == "train" else "val")
-        dataset = ImageFolder(str(folder), transform=self.transforms[split == "train"])
+        transform = self.transforms[split == "train"]
+        dataset = CheckedImageFolder(str(folder), transform, self.corrupt_images)
         if dataset.classes != self.classes:
             raise ValueError(f"class folders of '{folder}' changed since construction")
+        if self.scan_images:
+            dataset.scan(self.num_workers)
         return dataset

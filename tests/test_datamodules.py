@@ -18,6 +18,7 @@ from PIL import Image
 from datamodules import (
     CIFAR10DataModule,
     CIFAR100DataModule,
+    DataError,
     DigitsDataModule,
     ImageClassificationDataModule,
     ImageNetDataModule,
@@ -194,6 +195,62 @@ def test_imagenet_missing_or_empty_folders(tmp_path: Path, damage, error, messag
     assert "\n" not in str(err.value)
 
 
+def damage_images(root: Path) -> tuple[Path, Path]:
+    """Truncate one training JPEG and put a non-image ``.png`` into val; returns both paths."""
+    truncated = root / "train" / "n02" / "0.JPEG"
+    truncated.write_bytes(truncated.read_bytes()[:300])
+    garbage = root / "val" / "n01" / "9.png"
+    garbage.write_bytes(b"this is not a PNG")
+    return truncated, garbage
+
+
+def test_unreadable_image_fails_naming_the_file(tmp_path: Path) -> None:
+    write_folder_tree(tmp_path, ["n01", "n02"])
+    truncated, garbage = damage_images(tmp_path)
+    dm = ImageNetDataModule(root=str(tmp_path), image_size=16, batch_size=2, **FAST)
+    train = dm.dataset("train")
+    index = [p for p, _ in train.samples].index(str(truncated))
+    assert train[index - 1][0].shape == (3, 16, 16)
+    with pytest.raises(DataError, match=f"unreadable image '{re.escape(str(truncated))}'") as err:
+        train[index]
+    assert "\n" not in str(err.value) and "corrupt_images: skip" in str(err.value)
+    with pytest.raises(DataError, match=re.escape(str(garbage))):
+        all_batches(dm.val_dataloader())
+
+
+def test_unreadable_image_is_skipped_with_a_counted_warning(tmp_path: Path) -> None:
+    write_folder_tree(tmp_path, ["n01", "n02"])
+    truncated, garbage = damage_images(tmp_path)
+    dm = ImageNetDataModule(
+        root=str(tmp_path), image_size=16, batch_size=2, corrupt_images="skip", **FAST
+    )
+    val = dm.dataset("val")
+    with pytest.warns(UserWarning, match=f"'{re.escape(str(garbage))}'.*1 skipped so far"):
+        images, labels = all_batches(dm.val_dataloader())
+    assert images.shape[0] == len(val) == 7 and val.skipped == 1
+    # the skipped slot serves the next readable image (here the first of class n02)
+    assert labels.tolist() == [0, 0, 0, 1, 1, 1, 1]
+
+
+@pytest.mark.parametrize("policy", ["fail", "skip"])
+def test_scan_images_finds_unreadable_images_before_training(tmp_path: Path, policy) -> None:
+    write_folder_tree(tmp_path, ["n01", "n02"])
+    truncated, garbage = damage_images(tmp_path)
+    dm = ImageNetDataModule(
+        root=str(tmp_path), corrupt_images=policy, scan_images=True, num_workers=2
+    )
+    if policy == "fail":
+        with pytest.raises(DataError, match=re.escape(str(truncated))):
+            dm.setup("fit")
+        return
+    with pytest.warns(UserWarning, match="skipped unreadable image") as record:
+        dm.setup("fit")
+    assert len(record) == 2
+    train, val = dm.datasets["train"], dm.datasets["val"]
+    assert (len(train), len(val)) == (5, 6) and str(truncated) not in dict(train.samples)
+    assert val.targets == [0, 0, 0, 1, 1, 1]
+
+
 # --- Synthetic ----------------------------------------------------------------------------
 
 
@@ -264,6 +321,7 @@ def test_digits_splits_and_shapes() -> None:
         (ImageNetDataModule, {"root": "x", "crop_pct": 1.5}, "crop_pct"),
         (ImageNetDataModule, {"root": "x", "re_prob": -0.1}, "re_prob"),
         (ImageNetDataModule, {"root": "x", "auto_augment": "bogus"}, "auto_augment"),
+        (ImageNetDataModule, {"root": "x", "corrupt_images": "ignore"}, "corrupt_images"),
         (CIFAR10DataModule, {"batch_size": 0}, "batch_size"),
     ],
 )
