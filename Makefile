@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.install-stamp
 
-.PHONY: test demo lint format bench
+.PHONY: test test-long demo lint format bench
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,7 +16,12 @@ $(STAMP): pyproject.toml
 test: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not long"
+
+# the slow end-to-end reliability tests (marked `long`): same-seed runs, SIGKILL and resume,
+# memory over 1,000 steps
+test-long: $(STAMP)
+	$(PY) -m pytest -q -m long
 
 demo: $(STAMP)
 	$(PY) -m convnn.demo

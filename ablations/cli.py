@@ -17,6 +17,8 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from lightning_modules.files import UsageError, check_writable
+
 from .grid import Grid, GridError, load_grid, validate_cell
 from .runner import Job, prepare_cells, read_state, run_local
 
@@ -25,12 +27,15 @@ __all__ = ["main"]
 STYLE = {"pending": "dim", "running": "yellow", "done": "green", "failed": "red"}
 
 
-def plan(grid: Grid, console: Console) -> list:
-    """Validate every cell (raises :class:`GridError`) and print the plan table."""
+def plan(grid: Grid, console: Console, need_data: bool = False) -> list:
+    """Validate every cell (raises :class:`GridError`) and print the plan table; a data set
+    missing on this machine is a warning, or an error when ``need_data`` (a local run)."""
     cells = grid.cells()
     warnings = []
     for cell in cells:
         warnings += validate_cell(grid, cell)
+    if need_data and warnings:
+        raise GridError(warnings[0].replace(" (data not checked)", ""))
     table = Table(title=f"{grid.name}: {len(cells)} cells")
     table.add_column("id")
     table.add_column("name")
@@ -63,8 +68,12 @@ def status_table(dirs: list[Path]) -> Table:
 
 def run(args: argparse.Namespace, console: Console) -> int:
     grid = load_grid(args.grid)
-    cells = plan(grid, console)
     out = Path(args.out)
+    try:
+        check_writable(out, "--out directory")
+    except UsageError as err:
+        raise GridError(str(err)) from None
+    cells = plan(grid, console, need_data=args.launcher == "local")
     dirs = prepare_cells(grid, cells, out)
     if args.launcher == "slurm":
         from .slurm import submit

@@ -8,11 +8,14 @@ HParams view, one run per setting) into ``DIR``.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import re
 from pathlib import Path
 from typing import Any
+
+from lightning_modules.files import atomic_write_text
 
 from .runner import read_state
 
@@ -83,10 +86,11 @@ def _columns(axes: list[str]) -> list[str]:
 
 
 def write_csv(path: Path, axes: list[str], rows: list[dict[str, Any]]) -> None:
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, _columns(axes), extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, _columns(axes), extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, text.getvalue())
 
 
 def markdown(axes: list[str], rows: list[dict[str, Any]]) -> str:
@@ -169,7 +173,7 @@ def write_report(out: str | Path) -> tuple[list[str], list[dict[str, Any]]]:
     out = Path(out)
     axes, rows = summarize(collect(out))
     write_csv(out / "results.csv", axes, rows)
-    (out / "results.md").write_text(markdown(axes, rows))
+    atomic_write_text(out / "results.md", markdown(axes, rows))
     plot_axes(out, axes, rows)
     write_hparams(out, axes, rows)
     return axes, rows

@@ -25,20 +25,13 @@ from typing import Any
 
 import yaml
 
+from lightning_modules.files import atomic_write_json, atomic_write_text
+
 from .grid import Cell, Grid, merged_config
 
 __all__ = ["GpuPool", "Scheduler", "prepare_cells", "read_state", "run_cell", "run_local"]
 
 BUSY = 75  # exit status of a cell already being run by another process
-
-
-def atomic_write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=2, default=str)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -85,9 +78,7 @@ def prepare_cells(grid: Grid, cells: Iterable[Cell], out: Path) -> list[Path]:
             info = {**cell.to_json(), "grid": grid.name, "axes": [a.name for a in grid.axes]}
             atomic_write_json(cell_dir / "cell.json", info)
             config = merged_config(grid, cell, cell_dir.resolve())
-            tmp = cell_dir / ".config.yaml.tmp"
-            tmp.write_text(yaml.safe_dump(config, sort_keys=False))
-            os.replace(tmp, cell_dir / "config.yaml")
+            atomic_write_text(cell_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False))
         dirs.append(cell_dir)
     return dirs
 

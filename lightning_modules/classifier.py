@@ -28,7 +28,9 @@ from torchmetrics.classification import MulticlassAccuracy
 
 import convnn  # noqa: F401  (registers the convnn_* models in timm)
 
+from .checkpoint_io import check_state_dict
 from .optim import LRSchedule, build_optimizer, check_choice
+from .seeding import run_seed, seed_all, step_seed
 
 __all__ = ["ImageClassifier"]
 
@@ -183,6 +185,12 @@ class ImageClassifier(L.LightningModule):
         self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=split == "val")
         return loss
 
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        """Reseed every generator from ``(seed, rank, epoch, batch)``: see ``seeding``."""
+        seed = run_seed()
+        if seed is not None:
+            seed_all(step_seed(seed, self.global_rank, self.current_epoch, batch_idx))
+
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         return self._step(batch, "train")
 
@@ -264,6 +272,12 @@ class ImageClassifier(L.LightningModule):
         if datamodule is not None:
             cls = type(datamodule)
             checkpoint["datamodule_class_path"] = f"{cls.__module__}.{cls.__qualname__}"
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Refuse, naming the mismatch, a checkpoint whose weights do not fit this model."""
+        trainer = self._trainer
+        path = getattr(trainer, "ckpt_path", None) or "checkpoint"
+        check_state_dict(self, checkpoint["state_dict"], path)
 
     def on_fit_start(self) -> None:
         self._log_hparams("val")

@@ -21,12 +21,16 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
-from datamodules import ImageClassificationDataModule
+from datamodules import DataError, ImageClassificationDataModule
 
+from .checkpoint_io import SafeCheckpointIO, check_state_dict, load_checkpoint
 from .classifier import ImageClassifier
+from .files import UsageError, check_writable
 
 __all__ = ["ConvNNCLI", "main"]
 
@@ -63,6 +67,15 @@ CHECKPOINT_DEFAULTS: dict[str, Any] = {
     "last_checkpoint.save_top_k": 1,
     "last_checkpoint.enable_version_counter": False,
 }
+
+
+def one_line(err: Exception) -> str:
+    """The message of ``err``; for one re-raised from a DataLoader worker (the worker's
+    traceback in the message), its original last line without the exception's name."""
+    lines = str(err).strip().splitlines() or [type(err).__name__]
+    if len(lines) == 1:
+        return lines[0]
+    return lines[-1].split(": ", 1)[-1]
 
 
 def _git(*args: str) -> str | None:
@@ -144,6 +157,53 @@ class ConvNNCLI(LightningCLI):
             while err.__cause__ is not None:  # jsonargparse wraps the class's own error
                 err = err.__cause__
             raise SystemExit(f"convnn: error: {err}") from err
+
+    def _parse_ckpt_path(self) -> None:
+        """Lightning reads ``--ckpt_path``'s hyper-parameters into the model's config (they win
+        over the config files); here a file that is not a safe checkpoint is a one-line error
+        first."""
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        self.resume_from = None
+        if ckpt_path and ckpt_path not in ("last", "best", "hpc", "registry"):
+            try:
+                load_checkpoint(ckpt_path, mmap=True)
+            except UsageError as err:
+                raise SystemExit(f"convnn: error: {err}") from None
+            self.resume_from = ckpt_path
+        super()._parse_ckpt_path()
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        """As Lightning's, with :class:`SafeCheckpointIO` unless another CheckpointIO is set."""
+        trainer = super().instantiate_trainer(**kwargs)
+        if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
+            trainer.strategy.checkpoint_io = SafeCheckpointIO()
+        return trainer
+
+    def output_dirs(self) -> dict[str, str]:
+        """Directories this run writes to, keyed by the argument that sets them."""
+        trainer = self.trainer
+        dirs = {"trainer.default_root_dir": trainer.default_root_dir}
+        for logger in trainer.loggers:
+            if getattr(logger, "save_dir", None):
+                dirs[f"{type(logger).__name__} save_dir"] = logger.save_dir
+        for callback in trainer.checkpoint_callbacks:
+            if getattr(callback, "dirpath", None):
+                dirs["ModelCheckpoint dirpath"] = callback.dirpath
+        return dirs
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        """Check that the output directories can be written and that ``--ckpt_path`` fits the
+        model, then run; bad input found here or while running is a one-line error."""
+        try:
+            for what, directory in self.output_dirs().items():
+                check_writable(directory, what)
+            if self.resume_from is not None:
+                state = load_checkpoint(self.resume_from, mmap=True)["state_dict"]
+                check_state_dict(self.model, state, self.resume_from)
+            super()._run_subcommand(subcommand)
+        except (UsageError, DataError) as err:
+            raise SystemExit(f"convnn: error: {one_line(err)}") from None
 
 
 def main(args: list[str] | None = None) -> None:

@@ -4,13 +4,13 @@ The checkpoint is read with ``torch.load(weights_only=True)``, so no code stored
 file runs; the model is rebuilt from the checkpoint's own hyper-parameters (its class
 path must name a subclass of :class:`ImageClassifier` in an allowed package) and the
 state dict must fit it exactly. Data: the run's DataModule (saved in the checkpoint's
-``datamodule_hyper_parameters``) or ``--data``. Results: a rich table and a JSON file.
+``datamodule_hyper_parameters``) or ``--data``. Results: a rich table and a JSON file
+(written atomically; its directory is checked for writing before the evaluation starts).
 """
 
 from __future__ import annotations
 
 import importlib
-import json
 import sys
 import time
 from contextlib import nullcontext
@@ -28,7 +28,9 @@ from rich.table import Table
 import convnn
 from datamodules import ImageClassificationDataModule
 
+from .checkpoint_io import check_state_dict, load_checkpoint
 from .classifier import ImageClassifier
+from .files import UsageError, atomic_write_json, check_writable
 
 __all__ = ["EvaluationError", "evaluate", "main"]
 
@@ -36,28 +38,8 @@ TRUSTED_PACKAGES = ("lightning_modules", "datamodules")
 """Packages whose classes a checkpoint's class path may name (besides imported modules)."""
 
 
-class EvaluationError(Exception):
+class EvaluationError(UsageError):
     """A checkpoint or data argument that cannot be evaluated; the message is one line."""
-
-
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """The checkpoint dict, loaded without unpickling code; ``EvaluationError`` otherwise."""
-    path = Path(path)
-    if not path.is_file():
-        raise EvaluationError(f"{path}: no such checkpoint file")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001  (any failure means: not a safe checkpoint)
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise EvaluationError(
-            f"{path} is not a checkpoint that loads safely (weights_only=True): {reason}"
-        ) from err
-    if not isinstance(ckpt, dict) or not {"state_dict", "hyper_parameters"} <= ckpt.keys():
-        raise EvaluationError(
-            f"{path} is not a Lightning checkpoint of an ImageClassifier "
-            "(no 'state_dict' and 'hyper_parameters')"
-        )
-    return ckpt
 
 
 def _import_class(class_path: str, base: type, from_checkpoint: bool = True) -> type:
@@ -91,32 +73,9 @@ def build_model(ckpt: dict[str, Any], path: str | Path = "checkpoint") -> ImageC
         model = cls(**hparams)
     except (TypeError, ValueError, RuntimeError) as err:
         raise EvaluationError(f"{path}: cannot rebuild {class_path}: {err}") from err
-    _check_state_dict(model, ckpt["state_dict"], path)
+    check_state_dict(model, ckpt["state_dict"], path)
     model.load_state_dict(ckpt["state_dict"])
     return model
-
-
-def _check_state_dict(model: torch.nn.Module, state: dict[str, Any], path: str | Path) -> None:
-    own = model.state_dict()
-    missing = sorted(own.keys() - state.keys())
-    unexpected = sorted(state.keys() - own.keys())
-    shapes = [
-        f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
-        for k in sorted(own.keys() & state.keys())
-        if own[k].shape != state[k].shape
-    ]
-    if not (missing or unexpected or shapes):
-        return
-    problems = [
-        f"{len(items)} {what} (e.g. {items[0]})"
-        for what, items in (("missing", missing), ("unexpected", unexpected), ("shape", shapes))
-        if items
-    ]
-    name = model.hparams.get("model", type(model).__name__)
-    raise EvaluationError(
-        f"{path}: state dict does not fit the {name} rebuilt from its hyper-parameters: "
-        + "; ".join(problems)
-    )
 
 
 def _data_spec(value: Any) -> dict[str, Any]:
@@ -280,7 +239,9 @@ def _parser() -> ArgumentParser:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """``convnn evaluate``; errors about the checkpoint or data exit with one line."""
     args = _parser().parse_args(argv)
+    out = Path(args.out) if args.out else Path(args.ckpt).with_suffix(f".{args.split}.json")
     try:
+        check_writable(out.parent, "--out directory")
         results = evaluate(
             args.ckpt,
             args.data,
@@ -290,11 +251,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             args.batch_size,
             args.num_workers,
         )
-    except EvaluationError as err:
+    except UsageError as err:
         raise SystemExit(f"convnn evaluate: error: {err}") from None
-    out = Path(args.out) if args.out else Path(args.ckpt).with_suffix(f".{args.split}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
+    atomic_write_json(out, results)
     console = Console()
     print_results(results, console)
     console.print(f"wrote {out}")

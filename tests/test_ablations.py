@@ -198,3 +198,31 @@ def test_slurm_launcher_local_executor(tmp_path):
         os.chdir(cwd)
     assert len(results(out)) == 1
     assert submit(dirs, out, executor=executor) == []  # finished cells are not resubmitted
+
+
+def _ablate_error(args: list[str], capsys) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(args)
+    assert exit_info.value.code == 2
+    out = capsys.readouterr().out.strip()
+    assert out.count("\n") == 0, out  # one line, before any cell is prepared
+    return out
+
+
+def test_run_rejects_unwritable_out_and_missing_data_before_any_cell(tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    grid = str(write_grid(tmp_path))
+    out = _ablate_error(["run", grid, "--out", str(blocker / "out")], capsys)
+    assert out.startswith("convnn-ablate: error: --out directory") and "cannot be written" in out
+    missing = {"class_path": "datamodules.CIFAR10DataModule", "init_args": {"root": "nowhere"}}
+    grid = str(write_grid(tmp_path, set={**SET, "data": missing}))
+    out = _ablate_error(["run", grid, "--out", str(tmp_path / "out")], capsys)
+    assert "CIFAR-10 not found" in out and "nowhere" in out
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_plan_rejects_unknown_grid_key(tmp_path, capsys):
+    grid = str(write_grid(tmp_path, axis={"k": [1]}))
+    out = _ablate_error(["plan", grid], capsys)
+    assert "unknown grid keys ['axis']" in out and "allowed:" in out

@@ -20,69 +20,12 @@ import torch
 import yaml
 from timm.optim import Lamb
 from torch import nn
+from training_helpers import TINY_VIT, events, final_scalars, tiny_config, write_config
 
 from lightning_modules import ImageClassifier, LRSchedule, build_optimizer
 from lightning_modules.cli import ConvNNCLI, main
 from lightning_modules.evaluate import EvaluationError, evaluate
-
-TINY_VIT = {
-    "img_size": 16,
-    "patch_size": 4,
-    "embed_dim": 32,
-    "depth": 1,
-    "num_heads": 2,
-    "k": 5,
-}
-
-
-def tiny_config(save_dir: Path, **model_args) -> dict:
-    """A complete config: 1-block ConvNN ViT on 128 + 32 synthetic 16x16 images, 3 epochs."""
-    return {
-        "seed_everything": 0,
-        "trainer": {
-            "accelerator": "cpu",
-            "devices": 1,
-            "default_root_dir": str(save_dir),
-            "max_epochs": 3,
-            "log_every_n_steps": 1,
-            "enable_progress_bar": False,
-            "callbacks": [],
-            "enable_model_summary": False,
-            "logger": {
-                "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
-                "init_args": {
-                    "save_dir": str(save_dir),
-                    "name": "tiny",
-                    "default_hp_metric": False,
-                },
-            },
-        },
-        "model": {
-            "class_path": "lightning_modules.ImageClassifier",
-            "init_args": {
-                "model": "convnn_vit_tiny_patch4_32",
-                "model_kwargs": TINY_VIT,
-                "lr": 0.003,
-                "warmup_epochs": 0.5,
-                **model_args,
-            },
-        },
-        "data": {
-            "class_path": "datamodules.SyntheticDataModule",
-            "init_args": {
-                "image_size": 16,
-                "num_train": 128,
-                "num_val": 32,  # divisible by 2 processes: DistributedSampler pads nothing
-                "batch_size": 16,
-                "num_workers": 0,
-            },
-        },
-    }
-
-
-def write_config(path: Path, config: dict) -> Path:
-    path.write_text(yaml.safe_dump(config))
-    return path
+from lightning_modules.files import UsageError
 
 
 @pytest.fixture(autouse=True)
@@ -157,26 +100,18 @@ def test_validate_test_predict_subcommands(trained):
     assert cli.trainer.predict_loop.predictions[0].shape == (16, 10)
 
 
-def _events(run: Path):
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    events = EventAccumulator(str(run))
-    events.Reload()
-    return events
-
-
 def test_tensorboard_hparams_and_final_metrics(trained):
     from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
-    events = _events(trained["run"])
-    scalars = set(events.Tags()["scalars"])
+    scalars_of = events(trained["run"])
+    scalars = set(scalars_of.Tags()["scalars"])
     assert {"hp/val_acc1", "hp/val_acc5", "hp/val_loss", "val/acc1", "train/loss"} <= scalars
-    start = events.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+    start = scalars_of.PluginTagToContent("hparams")["_hparams_/session_start_info"]
     hparams = HParamsPluginData.FromString(start).session_start_info.hparams
     assert hparams["model"].string_value == "convnn_vit_tiny_patch4_32"
     assert hparams["data"].string_value == "SyntheticDataModule"
     assert hparams["model_kwargs/embed_dim"].number_value == 32
-    final = events.Scalars("hp/val_acc1")[-1].value
+    final = scalars_of.Scalars("hp/val_acc1")[-1].value
     assert final == pytest.approx(trained["metrics"]["val/acc1"])
 
 
@@ -226,8 +161,7 @@ def test_ddp_two_cpu_processes_match_single_process(tmp_path):
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     run = tmp_path / "runs" / "tiny" / "version_0"
-    events = _events(run)
-    ddp = {tag: events.Scalars(tag)[-1].value for tag in ("val/acc1", "val/loss")}
+    ddp = final_scalars(run)
     ckpt = str(run / "checkpoints" / "last.ckpt")
     single = ConvNNCLI(args=["validate", "--config", str(config), "--ckpt_path", ckpt])
     metrics = single.trainer.callback_metrics
@@ -282,7 +216,7 @@ def test_checkpoint_of_another_model_is_a_clear_error(trained, tmp_path):
     ckpt = torch.load(trained["run"] / "checkpoints" / "last.ckpt", weights_only=True)
     ckpt["hyper_parameters"]["model_kwargs"] = {**TINY_VIT, "embed_dim": 48}
     torch.save(ckpt, tmp_path / "other.ckpt")
-    with pytest.raises(EvaluationError, match="does not fit.*shape"):
+    with pytest.raises(UsageError, match="does not fit.*shape"):
         evaluate(tmp_path / "other.ckpt", progress=False)
     with pytest.raises(SystemExit, match="^convnn evaluate: error: .*does not fit") as err:
         main(["evaluate", "--ckpt", str(tmp_path / "other.ckpt")])
@@ -313,7 +247,7 @@ def test_non_checkpoint_file_is_a_clear_error(tmp_path, content):
         path.write_text("not a checkpoint\n")
     else:
         torch.save({"state_dict": {}, "hyper_parameters": _Payload()}, path)
-    with pytest.raises(EvaluationError, match="not a checkpoint that loads safely"):
+    with pytest.raises(UsageError, match="not a checkpoint that loads safely"):
         evaluate(path, progress=False)
 
 

@@ -1,0 +1,64 @@
+"""Writing files so that a crash or a full disk never destroys what was there before.
+
+``atomic_write`` writes into a hidden temporary file next to the target, flushes it to disk
+and only then renames it over the target (``os.replace`` is atomic on POSIX file systems).
+A failure at any point (``ENOSPC``, ``EACCES``, a kill) leaves the previous file untouched
+and removes the partial temporary file where the process is still alive to do so.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+__all__ = ["UsageError", "atomic_write", "atomic_write_json", "atomic_write_text", "check_writable"]
+
+
+class UsageError(Exception):
+    """Bad user input (a path, a file, an argument); the message is one line for the CLI."""
+
+
+def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any]) -> None:
+    """Call ``write(f)`` on a temporary binary file, then atomically replace ``path`` with it."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """``path.write_text(text)``, atomically."""
+    atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def atomic_write_json(path: str | Path, data: Any) -> None:
+    """Indented JSON (non-JSON values as ``str``), atomically."""
+    atomic_write_text(path, json.dumps(data, indent=2, default=str) + "\n")
+
+
+def check_writable(directory: str | Path, what: str) -> None:
+    """Create ``directory`` if needed and write a probe file there; ``UsageError`` otherwise.
+
+    A real write, not ``os.access``: that reports "writable" to root and on read-only mounts.
+    """
+    directory = Path(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        raise UsageError(f"{what} '{directory}' cannot be written: {reason}") from None
