@@ -298,3 +298,36 @@ def test_evaluate_rejects_unwritable_out_before_evaluating(tmp_path):
     blocker.write_text("")
     args = ["evaluate", "--ckpt", str(tmp_path / "x.ckpt"), "--out", str(blocker / "r.json")]
     _one_line_error(args, r"^convnn evaluate: error: --out directory '.*a_file' cannot be written")
+
+
+class _Trap:
+    """Unpickling this would create ``path``: a stand-in for code hidden in a checkpoint."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (Path.touch, (self.path,))
+
+
+def test_checkpoints_never_run_code_from_the_file(tmp_path):
+    marker = tmp_path / "code_ran"
+    ckpt = tmp_path / "trap.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": {}, "trap": _Trap(marker)}, ckpt)
+    path = write_config(tmp_path / "tiny.yaml", tiny_config(tmp_path / "runs"))
+    expected = r"trap.ckpt is not a checkpoint that loads safely \(weights_only=True\)"
+    _one_line_error(["fit", "--config", str(path), "--ckpt_path", str(ckpt)], expected)
+    _one_line_error(["evaluate", "--ckpt", str(ckpt)], expected)
+    with pytest.raises(checkpoint_io.CheckpointError, match="weights_only=False is refused"):
+        SafeCheckpointIO().load_checkpoint(ckpt, weights_only=False)
+    assert not marker.exists()
+
+
+def test_seed_is_applied_before_the_model_is_built(tmp_path):
+    path = write_config(tmp_path / "tiny.yaml", tiny_config(tmp_path / "runs"))
+    models = [
+        ConvNNCLI(args=["--config", str(path), "--seed_everything", seed], run=False).model
+        for seed in ("3", "3", "4")
+    ]
+    same, other = (state_dicts_equal(models[0].state_dict(), m.state_dict()) for m in models[1:])
+    assert same and not other
