@@ -70,10 +70,11 @@ def _gather_sum(v: Tensor, index: Tensor, w: Tensor) -> Tensor:
         return triton_kernels.gather_sum(v.expand(*index.shape[:-2], *v.shape[-2:]), index, w)
     out = v.new_empty(*index.shape[:-1], v.shape[-1])
     rows = _block_rows(index, v.shape[-1])
-    for s in range(0, index.shape[-2], rows):
-        block = index[..., s : s + rows, :]
-        weights = w[..., s : s + rows, None, :].to(v.dtype)  # (*, rows, 1, k)
-        out[..., s : s + rows, :] = (weights @ gather_rows(v, block)).squeeze(-2)
+    with torch.autocast(v.device.type, enabled=False):  # a weighted sum, in v's dtype
+        for s in range(0, index.shape[-2], rows):
+            block = index[..., s : s + rows, :]
+            weights = w[..., s : s + rows, None, :].to(v.dtype)  # (*, rows, 1, k)
+            out[..., s : s + rows, :] = (weights @ gather_rows(v, block)).squeeze(-2)
     return out
 
 

@@ -73,11 +73,11 @@ class _ConvNNNd(nn.Module):
         if any(p < 0 for p in padding):
             raise ValueError(f"padding={padding} must be >= 0")
         if options.draws_from_input_only and any(
-            p > ks // 2 for p, ks in zip(padding, kernel_size, strict=True)
+            p > (ks - 1) // 2 for p, ks in zip(padding, kernel_size, strict=True)
         ):
             raise ValueError(
                 f"padding={padding} with shifted windows or sampled candidates must be <= "
-                "kernel_size // 2 (query centres inside the map)"
+                "(kernel_size - 1) // 2 (query centres inside the map)"
             )
         value_channels = in_channels + 2 * (
             options.positional_encoding == "coords" and options.coords_to_values

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .options import ConvNNOptions
-from .similarity import EPS, mixed_scores, score_dtype
+from .similarity import EPS, mixed_scores, score_dtype, unit
 
 
 def location_as_window(opts: ConvNNOptions, kernel_size: tuple[int, int]) -> ConvNNOptions:
@@ -116,8 +116,8 @@ def _window_scores(
         if kind == "euclidean":
             return torch.stack([-((q - t).square().sum(1) + EPS).sqrt() for t in ts], dim=1)
         if kind == "cosine":
-            q = F.normalize(q, dim=1, eps=EPS)
-            ts = [F.normalize(t, dim=1, eps=EPS) for t in ts]
+            q = unit(q, dim=1)
+            ts = [unit(t, dim=1) for t in ts]
         scale = 1 / math.sqrt(q.shape[1]) if kind == "dot" else 1.0
         return torch.stack([(q * t).sum(1) for t in ts], dim=1) * scale
 

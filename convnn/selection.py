@@ -12,13 +12,12 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from .gather_ops import gather_dot, gather_rows, with_null_row
 from .geometry import CandidateTable
 from .options import ConvNNOptions
-from .similarity import EPS, feature_scores, mixed_scores, score_dtype
+from .similarity import EPS, feature_scores, mixed_scores, score_dtype, unit
 
 FEATURE = ("dot", "cosine", "euclidean")
 
@@ -244,7 +243,7 @@ def gathered_feature_scores(
         dtype = score_dtype(query.dtype)
         q, k = query.to(dtype), key.to(dtype)
         if kind == "cosine":
-            q, k = F.normalize(q, dim=-1, eps=EPS), F.normalize(k, dim=-1, eps=EPS)
+            q, k = unit(q), unit(k)
         scale = 1 / math.sqrt(q.shape[-1]) if kind == "dot" else 1.0
         known = None if selected is None or kind == "euclidean" else selected / scale
         dots = gather_dot(q, k, index, has_null, known)

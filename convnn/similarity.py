@@ -22,6 +22,15 @@ def score_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
+def unit(x: Tensor, dim: int = -1) -> Tensor:
+    """``x / |x|`` along ``dim``. A zero vector (``|x| <= EPS``) stays zero and has a zero
+    gradient (``F.normalize`` would give it a gradient of ``1 / EPS``, which overflows
+    float16 and swamps every other gradient)."""
+    sq = x.square().sum(dim, keepdim=True)
+    zero = sq <= EPS**2
+    return torch.where(zero, 0.0, x / torch.where(zero, 1.0, sq).sqrt())
+
+
 def _dot(q: Tensor, kc: Tensor, per_query: bool) -> Tensor:
     if not per_query:
         return q @ kc.transpose(-2, -1)
@@ -36,8 +45,9 @@ def feature_scores(kind: str, q: Tensor, kc: Tensor, per_query: bool = False) ->
         kc: ``(*, M, D)`` shared or ``(*, Nq, M, D)`` per-query candidate features.
         per_query: which of the two layouts ``kc`` has.
     Returns:
-        ``(*, Nq, M)`` scores. A zero vector has cosine 0 to everything; the distance
-        is ``sqrt(d^2 + eps)`` so that coincident tokens have finite gradients.
+        ``(*, Nq, M)`` scores. A zero vector has cosine 0 to everything, with a zero
+        gradient (:func:`unit`); the distance is ``sqrt(d^2 + eps)`` so that coincident
+        tokens have finite gradients.
     """
     with torch.autocast(q.device.type, enabled=False):
         dtype = score_dtype(q.dtype)
@@ -45,9 +55,7 @@ def feature_scores(kind: str, q: Tensor, kc: Tensor, per_query: bool = False) ->
         if kind == "dot":
             return _dot(q, kc, per_query) / math.sqrt(q.shape[-1])
         if kind == "cosine":
-            qn = torch.nn.functional.normalize(q, dim=-1, eps=EPS)
-            kn = torch.nn.functional.normalize(kc, dim=-1, eps=EPS)
-            return _dot(qn, kn, per_query)
+            return _dot(unit(q), unit(kc), per_query)
         if kind == "euclidean":
             if per_query:
                 sq = (q.unsqueeze(-2) - kc).square().sum(-1)
@@ -60,10 +68,12 @@ def feature_scores(kind: str, q: Tensor, kc: Tensor, per_query: bool = False) ->
 
 
 def standardize(scores: Tensor) -> Tensor:
-    """Zero mean, unit variance over the candidates (last dim) of each query."""
-    mean = scores.mean(-1, keepdim=True)
-    std = scores.std(-1, keepdim=True, unbiased=False)
-    return (scores - mean) / (std + EPS)
+    """Zero mean, unit variance over the candidates (last dim) of each query. A constant
+    row (standard deviation <= EPS) gives zeros with a zero gradient (not ``1 / EPS``)."""
+    centred = scores - scores.mean(-1, keepdim=True)
+    var = centred.square().mean(-1, keepdim=True)
+    flat = var <= EPS**2
+    return torch.where(flat, 0.0, centred / torch.where(flat, 1.0, var).sqrt())
 
 
 def mixed_scores(feature: Tensor, location: Tensor, lam: float) -> Tensor:
