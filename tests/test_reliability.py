@@ -197,6 +197,7 @@ def test_full_disk_during_training_keeps_last_checkpoint(tmp_path, monkeypatch):
     loads with the weights it had."""
     path = write_config(tmp_path / "tiny.yaml", tiny_config(tmp_path / "runs"))
     cli = ConvNNCLI(args=["fit", "--config", str(path), "--trainer.max_epochs", "1"])
+    assert type(cli.trainer.strategy.checkpoint_io) is SafeCheckpointIO
     last = Path(cli.trainer.log_dir) / "checkpoints" / "last.ckpt"
     before = last.read_bytes()
     monkeypatch.setattr(checkpoint_io.torch, "save", _fail_midway)
