@@ -149,6 +149,18 @@ class ConvNNCLI(LightningCLI):
         for name in ("num_classes", "image_size", "in_chans"):
             parser.link_arguments(f"data.{name}", f"model.init_args.{name}", apply_on="instantiate")
 
+    def before_instantiate_classes(self) -> None:
+        """``--trainer.enable_progress_bar false`` also drops the default rich progress bar
+        (Lightning would refuse a progress bar callback with the bar disabled)."""
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        trainer = config.trainer
+        if trainer.enable_progress_bar is False and trainer.callbacks:
+            trainer.callbacks = [
+                c
+                for c in trainer.callbacks
+                if not str(getattr(c, "class_path", "")).endswith("RichProgressBar")
+            ]
+
     def instantiate_classes(self) -> None:
         """As Lightning's, with a bad model or data argument as a one-line error."""
         try:

@@ -68,7 +68,7 @@ def test_two_quickstart_runs_with_one_seed_give_bit_identical_metrics(tmp_path):
     procs = []
     for name in ("a", "b"):
         args = ["fit", "--config", config, "--trainer.logger.init_args.save_dir", str(tmp_path)]
-        args += ["--trainer.logger.init_args.name", name]
+        args += ["--trainer.logger.init_args.name", name, "--trainer.enable_progress_bar", "false"]
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
         cmd = [sys.executable, "-m", "lightning_modules.cli", *args]
         procs.append(subprocess.Popen(cmd, env=env, cwd=tmp_path, stderr=subprocess.PIPE))

@@ -170,6 +170,17 @@ def test_ddp_two_cpu_processes_match_single_process(tmp_path):
     assert float(metrics["val/loss"]) == pytest.approx(ddp["val/loss"], rel=1e-5)
 
 
+def test_progress_bar_can_be_switched_off(tmp_path):
+    config = tiny_config(tmp_path / "runs")
+    del config["trainer"]["callbacks"]  # the defaults, rich progress bar included
+    path = write_config(tmp_path / "tiny.yaml", config)
+    args = ["fit", "--config", str(path), "--trainer.fast_dev_run", "1"]
+    cli = ConvNNCLI(args=[*args, "--trainer.enable_progress_bar", "false"])
+    assert cli.trainer.progress_bar_callback is None
+    names = [type(c).__name__ for c in cli.trainer.callbacks]
+    assert "RichModelSummary" in names and "LearningRateMonitor" in names
+
+
 def test_bf16_mixed_precision_on_cpu(tmp_path):
     config = write_config(tmp_path / "tiny.yaml", tiny_config(tmp_path / "runs"))
     cli = ConvNNCLI(
