@@ -30,7 +30,7 @@ from datamodules import DataError, ImageClassificationDataModule
 
 from .checkpoint_io import SafeCheckpointIO, check_state_dict, load_checkpoint
 from .classifier import ImageClassifier
-from .files import UsageError, check_writable
+from .files import UsageError, check_writable, one_line
 
 __all__ = ["ConvNNCLI", "main"]
 
@@ -67,15 +67,6 @@ CHECKPOINT_DEFAULTS: dict[str, Any] = {
     "last_checkpoint.save_top_k": 1,
     "last_checkpoint.enable_version_counter": False,
 }
-
-
-def one_line(err: Exception) -> str:
-    """The message of ``err``; for one re-raised from a DataLoader worker (the worker's
-    traceback in the message), its original last line without the exception's name."""
-    lines = str(err).strip().splitlines() or [type(err).__name__]
-    if len(lines) == 1:
-        return lines[0]
-    return lines[-1].split(": ", 1)[-1]
 
 
 def _git(*args: str) -> str | None:

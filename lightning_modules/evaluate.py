@@ -26,11 +26,11 @@ from rich.console import Console
 from rich.table import Table
 
 import convnn
-from datamodules import ImageClassificationDataModule
+from datamodules import DataError, ImageClassificationDataModule
 
 from .checkpoint_io import check_state_dict, load_checkpoint
 from .classifier import ImageClassifier
-from .files import UsageError, atomic_write_json, check_writable
+from .files import UsageError, atomic_write_json, check_writable, one_line
 
 __all__ = ["EvaluationError", "evaluate", "main"]
 
@@ -116,7 +116,11 @@ def build_datamodule(
         cfg = parser.parse_object({"data": spec})
         return parser.instantiate_classes(cfg).data
     except Exception as err:  # noqa: BLE001  (jsonargparse and the class raise many kinds)
-        raise EvaluationError(f"cannot build DataModule {spec['class_path']}: {err}") from err
+        cause = err
+        while cause.__cause__ is not None:  # jsonargparse wraps the DataModule's own error
+            cause = cause.__cause__
+        reason = str(cause).strip().splitlines()[0] if str(cause).strip() else repr(cause)
+        raise EvaluationError(f"cannot build DataModule {spec['class_path']}: {reason}") from err
 
 
 @torch.inference_mode()
@@ -251,8 +255,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             args.batch_size,
             args.num_workers,
         )
-    except UsageError as err:
-        raise SystemExit(f"convnn evaluate: error: {err}") from None
+    except (UsageError, DataError) as err:
+        raise SystemExit(f"convnn evaluate: error: {one_line(err)}") from None
     atomic_write_json(out, results)
     console = Console()
     print_results(results, console)

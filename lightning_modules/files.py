@@ -1,4 +1,5 @@
-"""Writing files so that a crash or a full disk never destroys what was there before.
+"""Bad input as one-line errors, and files written so that a crash or a full disk never
+destroys what was there before.
 
 ``atomic_write`` writes into a hidden temporary file next to the target, flushes it to disk
 and only then renames it over the target (``os.replace`` is atomic on POSIX file systems).
@@ -16,11 +17,27 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["UsageError", "atomic_write", "atomic_write_json", "atomic_write_text", "check_writable"]
+__all__ = [
+    "UsageError",
+    "atomic_write",
+    "atomic_write_json",
+    "atomic_write_text",
+    "check_writable",
+    "one_line",
+]
 
 
 class UsageError(Exception):
     """Bad user input (a path, a file, an argument); the message is one line for the CLI."""
+
+
+def one_line(err: Exception) -> str:
+    """The message of ``err``; for one re-raised from a DataLoader worker (the worker's
+    traceback in the message), its original last line without the exception's name."""
+    lines = str(err).strip().splitlines() or [type(err).__name__]
+    if len(lines) == 1:
+        return lines[0]
+    return lines[-1].split(": ", 1)[-1]
 
 
 def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any]) -> None:

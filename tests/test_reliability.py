@@ -371,3 +371,30 @@ def grow_shapes(layers: list, attention, shapes: list[tuple[int, int]], side: in
             layer(x).sum().backward()
     tokens = 1 + side * side
     attention(torch.randn(1200 // tokens, tokens, 32)).sum().backward()
+
+
+def test_evaluate_data_errors_are_one_line(tmp_path):
+    """`convnn evaluate --data` on a missing or empty folder, and on an unreadable image."""
+    from test_datamodules import damage_images, write_folder_tree
+
+    path = write_config(tmp_path / "tiny.yaml", tiny_config(tmp_path / "runs"))
+    cli = ConvNNCLI(args=["fit", "--config", str(path), "--trainer.fast_dev_run", "1"])
+    ckpt = tmp_path / "tiny.ckpt"
+    cli.trainer.save_checkpoint(ckpt)
+    empty = tmp_path / "empty"
+    (empty / "train").mkdir(parents=True)
+    (empty / "val").mkdir()
+    images = tmp_path / "images"
+    write_folder_tree(images, [f"n{i:02d}" for i in range(10)], per_class=1)
+    _, garbage = damage_images(images)
+
+    def data(root: Path) -> str:
+        init = {"root": str(root), "image_size": 16, "num_workers": 0}
+        return json.dumps({"class_path": "datamodules.ImageNetDataModule", "init_args": init})
+
+    evaluate = ["evaluate", "--ckpt", str(ckpt), "--out", str(tmp_path / "r.json"), "--data"]
+    _one_line_error([*evaluate, data(tmp_path / "none")], r"image root '.*none' does not exist")
+    _one_line_error([*evaluate, data(empty)], r"image folder '.*train' is empty")
+    expected = f"^convnn evaluate: error: unreadable image '{re.escape(str(garbage))}'"
+    _one_line_error([*evaluate, data(images)], expected)
+    assert not (tmp_path / "r.json").exists()
