@@ -108,6 +108,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
 def report(args: argparse.Namespace, console: Console) -> int:
     from .report import markdown, write_report
 
+    if not any(Path(args.dir).glob("*/cell.json")):
+        raise GridError(f"'{args.dir}' holds no ablation cells (<dir>/<cell>/cell.json)")
     axes, rows = write_report(args.dir)
     console.print(markdown(axes, rows), markup=False, soft_wrap=True)
     console.print(f"wrote {Path(args.dir) / 'results.csv'}, results.md, plots and hparams/")

@@ -185,7 +185,15 @@ def _parse_axes(spec: dict[str, Any], zips: list[dict[str, Any]]) -> list[Axis]:
 def load_grid(path: str | Path) -> Grid:
     """Read a grid file; structural errors raise :class:`GridError`."""
     path = Path(path)
-    spec = yaml.safe_load(path.read_text()) or {}
+    if not path.is_file():
+        raise GridError(f"grid file '{path}' does not exist")
+    try:
+        spec = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        reason = " ".join(line.strip() for line in str(err).splitlines())
+        raise GridError(f"{path} is not valid YAML: {reason}") from None
+    if not isinstance(spec, dict):
+        raise GridError(f"{path}: expected a mapping of grid keys, got {type(spec).__name__}")
     known = {"name", "base", "set", "axes", "zip", "exclude", "seeds", "slurm"}
     unknown = set(spec) - known
     if unknown:

@@ -226,3 +226,14 @@ def test_plan_rejects_unknown_grid_key(tmp_path, capsys):
     grid = str(write_grid(tmp_path, axis={"k": [1]}))
     out = _ablate_error(["plan", grid], capsys)
     assert "unknown grid keys ['axis']" in out and "allowed:" in out
+
+
+def test_missing_or_malformed_grid_and_empty_report_dir_are_one_line(tmp_path, capsys):
+    out = _ablate_error(["plan", str(tmp_path / "none.yaml")], capsys)
+    assert out.endswith("none.yaml' does not exist")
+    (tmp_path / "bad.yaml").write_text("axes: [\n")
+    assert "is not valid YAML" in _ablate_error(["plan", str(tmp_path / "bad.yaml")], capsys)
+    (tmp_path / "list.yaml").write_text("- 1\n")
+    assert "expected a mapping" in _ablate_error(["plan", str(tmp_path / "list.yaml")], capsys)
+    out = _ablate_error(["report", str(tmp_path / "nothing")], capsys)
+    assert "holds no ablation cells" in out
