@@ -33,9 +33,7 @@ def plan(grid: Grid, console: Console, need_data: bool = False) -> list:
     cells = grid.cells()
     warnings = []
     for cell in cells:
-        warnings += validate_cell(grid, cell)
-    if need_data and warnings:
-        raise GridError(warnings[0].replace(" (data not checked)", ""))
+        warnings += validate_cell(grid, cell, need_data)
     table = Table(title=f"{grid.name}: {len(cells)} cells")
     table.add_column("id")
     table.add_column("name")

@@ -40,6 +40,8 @@ from typing import Any
 
 import yaml
 
+from lightning_modules.files import root_cause
+
 __all__ = ["Axis", "Cell", "Grid", "GridError", "load_grid", "merged_config", "validate_cell"]
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -310,10 +312,11 @@ def _synthetic_stand_in(config: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
-def validate_cell(grid: Grid, cell: Cell) -> list[str]:
+def validate_cell(grid: Grid, cell: Cell, need_data: bool = False) -> list[str]:
     """Parse the cell's merged config with the ``convnn`` parser and build its DataModule
     and model (on the meta device); raise :class:`GridError` naming the cell and the key.
-    Returns warnings (a data set that is not on this machine)."""
+    Returns warnings: a data set that is not on this machine (an error when ``need_data``;
+    otherwise the rest is checked with synthetic data in its place)."""
     import torch
 
     config = merged_config(grid, cell)
@@ -331,12 +334,11 @@ def validate_cell(grid: Grid, cell: Cell) -> list[str]:
                 cli.parser.instantiate_classes(cli.config)
             return warnings
         except (Exception, SystemExit) as err:  # noqa: BLE001  (every failure is reported)
-            while err.__cause__ is not None:
-                err = err.__cause__
+            err = root_cause(err)
             if device == "meta" and "meta" in str(err).lower():
                 device = "cpu"
                 continue
-            if isinstance(err, FileNotFoundError) and not warnings:
+            if isinstance(err, FileNotFoundError) and not warnings and not need_data:
                 warnings.append(f"cell {cell.name!r}: {err} (data not checked)")
                 config = _synthetic_stand_in(config)
                 continue

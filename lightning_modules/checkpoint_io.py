@@ -21,7 +21,7 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from torch import nn
 
-from .files import UsageError, atomic_write
+from .files import UsageError, atomic_write, first_line
 
 __all__ = ["CheckpointError", "SafeCheckpointIO", "check_state_dict", "load_checkpoint"]
 
@@ -45,9 +45,8 @@ def load_checkpoint(
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as err:  # noqa: BLE001  (any failure means: not a safe checkpoint)
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(
-            f"{path} is not a checkpoint that loads safely (weights_only=True): {reason}"
+            f"{path} is not a checkpoint that loads safely (weights_only=True): {first_line(err)}"
         ) from err
     if not isinstance(ckpt, dict) or not {"state_dict", "hyper_parameters"} <= ckpt.keys():
         raise CheckpointError(

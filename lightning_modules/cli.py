@@ -30,7 +30,7 @@ from datamodules import DataError, ImageClassificationDataModule
 
 from .checkpoint_io import SafeCheckpointIO, check_state_dict, load_checkpoint
 from .classifier import ImageClassifier
-from .files import UsageError, check_writable, one_line
+from .files import UsageError, check_writable, one_line, root_cause
 
 __all__ = ["ConvNNCLI", "main"]
 
@@ -157,23 +157,21 @@ class ConvNNCLI(LightningCLI):
         try:
             super().instantiate_classes()
         except (ValueError, FileNotFoundError) as err:
-            while err.__cause__ is not None:  # jsonargparse wraps the class's own error
-                err = err.__cause__
-            raise SystemExit(f"convnn: error: {err}") from err
+            raise SystemExit(f"convnn: error: {root_cause(err)}") from err
 
     def _parse_ckpt_path(self) -> None:
         """Lightning reads ``--ckpt_path``'s hyper-parameters into the model's config (they win
         over the config files); here a file that is not a safe checkpoint is a one-line error
-        first."""
+        first. Its state dict stays memory-mapped for the check in ``_run_subcommand``."""
         subcommand = self.config.get("subcommand")
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
-        self.resume_from = None
+        self.resume_from: tuple[str, dict[str, Any]] | None = None
         if ckpt_path and ckpt_path not in ("last", "best", "hpc", "registry"):
             try:
-                load_checkpoint(ckpt_path, mmap=True)
+                state = load_checkpoint(ckpt_path, mmap=True)["state_dict"]
             except UsageError as err:
                 raise SystemExit(f"convnn: error: {err}") from None
-            self.resume_from = ckpt_path
+            self.resume_from = (ckpt_path, state)
         super()._parse_ckpt_path()
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
@@ -202,8 +200,9 @@ class ConvNNCLI(LightningCLI):
             for what, directory in self.output_dirs().items():
                 check_writable(directory, what)
             if self.resume_from is not None:
-                state = load_checkpoint(self.resume_from, mmap=True)["state_dict"]
-                check_state_dict(self.model, state, self.resume_from)
+                ckpt_path, state = self.resume_from
+                check_state_dict(self.model, state, ckpt_path)
+                self.resume_from = state = None  # unmap the file before the restore reads it
             super()._run_subcommand(subcommand)
         except (UsageError, DataError) as err:
             raise SystemExit(f"convnn: error: {one_line(err)}") from None

@@ -30,7 +30,14 @@ from datamodules import DataError, ImageClassificationDataModule
 
 from .checkpoint_io import check_state_dict, load_checkpoint
 from .classifier import ImageClassifier
-from .files import UsageError, atomic_write_json, check_writable, one_line
+from .files import (
+    UsageError,
+    atomic_write_json,
+    check_writable,
+    first_line,
+    one_line,
+    root_cause,
+)
 
 __all__ = ["EvaluationError", "evaluate", "main"]
 
@@ -116,10 +123,7 @@ def build_datamodule(
         cfg = parser.parse_object({"data": spec})
         return parser.instantiate_classes(cfg).data
     except Exception as err:  # noqa: BLE001  (jsonargparse and the class raise many kinds)
-        cause = err
-        while cause.__cause__ is not None:  # jsonargparse wraps the DataModule's own error
-            cause = cause.__cause__
-        reason = str(cause).strip().splitlines()[0] if str(cause).strip() else repr(cause)
+        reason = first_line(root_cause(err))
         raise EvaluationError(f"cannot build DataModule {spec['class_path']}: {reason}") from err
 
 

@@ -23,12 +23,28 @@ __all__ = [
     "atomic_write_json",
     "atomic_write_text",
     "check_writable",
+    "first_line",
     "one_line",
+    "root_cause",
 ]
 
 
 class UsageError(Exception):
     """Bad user input (a path, a file, an argument); the message is one line for the CLI."""
+
+
+def root_cause(err: BaseException) -> BaseException:
+    """The innermost ``__cause__`` of ``err``: the class's own error that jsonargparse (or
+    another wrapper) raised ``from``."""
+    while err.__cause__ is not None:
+        err = err.__cause__
+    return err
+
+
+def first_line(err: BaseException) -> str:
+    """The first line of ``err``'s message, or its type's name when the message is empty."""
+    message = str(err).strip()
+    return message.splitlines()[0] if message else type(err).__name__
 
 
 def one_line(err: Exception) -> str:

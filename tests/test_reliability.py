@@ -41,11 +41,25 @@ def _plain_argv(monkeypatch):
     monkeypatch.setattr(sys, "argv", ["convnn"])
 
 
-def run_cli(args: list[str], cwd: Path, threads: int = 1) -> subprocess.CompletedProcess:
-    """``convnn ARGS`` in a fresh process (the tests' helpers importable for callbacks)."""
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(TESTS)}
+def start_cli(args: list[str], cwd: Path) -> subprocess.Popen:
+    """``convnn ARGS`` started in a fresh single-threaded process (the tests' helpers
+    importable for callbacks); stdout and stderr are captured as text."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(TESTS)}
     cmd = [sys.executable, "-m", "lightning_modules.cli", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=cwd)
+    return subprocess.Popen(
+        cmd, env=env, cwd=cwd, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+
+
+def finish(proc: subprocess.Popen, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Wait for a :func:`start_cli` process, at most ``timeout`` seconds."""
+    out, err = proc.communicate(timeout=timeout)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def run_cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    """``convnn ARGS`` in a fresh process, to the end."""
+    return finish(start_cli(args, cwd))
 
 
 def all_scalars(run: Path) -> dict[str, list[tuple[int, float]]]:
@@ -70,12 +84,10 @@ def test_two_quickstart_runs_with_one_seed_give_bit_identical_metrics(tmp_path):
     for name in ("a", "b"):
         args = ["fit", "--config", config, "--trainer.logger.init_args.save_dir", str(tmp_path)]
         args += ["--trainer.logger.init_args.name", name, "--trainer.enable_progress_bar", "false"]
-        env = {**os.environ, "OMP_NUM_THREADS": "1"}
-        cmd = [sys.executable, "-m", "lightning_modules.cli", *args]
-        procs.append(subprocess.Popen(cmd, env=env, cwd=tmp_path, stderr=subprocess.PIPE))
+        procs.append(start_cli(args, cwd=tmp_path))
     for proc in procs:
-        _, err = proc.communicate(timeout=900)
-        assert proc.returncode == 0, err.decode()[-3000:]
+        done = finish(proc, timeout=900)
+        assert done.returncode == 0, done.stderr[-3000:]
     a, b = (all_scalars(tmp_path / name / "version_0") for name in ("a", "b"))
     assert len(a["val/acc1"]) == 30 and a["val/acc1"][-1][1] > 0.8
     assert a == b
