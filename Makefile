@@ -24,7 +24,7 @@ test-long: $(STAMP)
 	$(PY) -m pytest -q -m long
 
 demo: $(STAMP)
-	$(PY) -m convnn.demo
+	$(PY) -m convnn.tools.demo
 	$(VENV)/bin/convnn-ablate run ablations/grids/quickstart.yaml --out runs/ablations/quickstart --parallel 2 --report
 	cat runs/ablations/quickstart/results.md
 

@@ -1,21 +1,23 @@
 """ConvNN: Convolutional Nearest Neighbors.
 
 One k-nearest-neighbor operator that contains convolution and self-attention as
-special cases. :func:`convnn.functional.convnn` does the math; the layers
-:class:`ConvNN2d`, :class:`ConvNN1d`, :class:`ConvNNAttention`,
-:class:`BranchingConv2d` and :class:`BranchingAttention` own parameters and call it.
+special cases. :func:`convnn.functional.convnn` does the math (checks, positions, one
+dispatcher over the named paths of :mod:`convnn.backends`, the math in :mod:`convnn.ops`);
+the layers of :mod:`convnn.modules` (:class:`ConvNN2d`, :class:`ConvNN1d`,
+:class:`ConvNNAttention`, :class:`BranchingConv2d`, :class:`BranchingAttention`) own
+parameters and call it; :mod:`convnn.models` registers the timm backbones and
+:func:`convert`; :mod:`convnn.tools` holds :func:`profile` and the demo.
 """
 
 from . import (
     functional,
     models,  # noqa: F401  (registers convnn_* in timm)
 )
-from .attention import BranchingAttention, ConvNNAttention
-from .branching import BranchingConv2d
-from .convert import convert
+from .errors import ConvNNError, OptionError
 from .functional import ConvNNOptions, Grid, convnn, convnn2d
-from .layers import ConvNN1d, ConvNN2d
-from .profile import profile
+from .models.convert import convert
+from .modules import BranchingAttention, BranchingConv2d, ConvNN1d, ConvNN2d, ConvNNAttention
+from .tools.profile import profile
 
 __all__ = [
     "BranchingAttention",
@@ -23,8 +25,10 @@ __all__ = [
     "ConvNN1d",
     "ConvNN2d",
     "ConvNNAttention",
+    "ConvNNError",
     "ConvNNOptions",
     "Grid",
+    "OptionError",
     "convert",
     "convnn",
     "convnn2d",

@@ -1,15 +1,11 @@
-"""The functional ConvNN operator: one entry point, :func:`convnn`.
+"""The functional ConvNN operator: :func:`convnn` on tokens, :func:`convnn2d` on maps.
 
-Pipeline (SPEC §1): positional encoding of the selection features -> candidate
-table -> similarity -> top-k selection (no gradient, float32, ties to the lower
-token index) -> weighting scores (with gradient) -> gather values -> aggregation
-kernel. Two backends compute the same function:
-
-* ``reference``: plain and obviously correct — the dense ``(B, Nq, M)`` similarity
-  with gradient, then gathers. Used by tests as the ground truth.
-* ``fast``: selection without autograd over blocks of queries, weighting scores
-  of the selected neighbors only (reused from the selection pass, gradients by
-  re-gathering), and exact special cases dispatched to PyTorch's fused ops.
+Each call checks its inputs (before any computation), encodes positions, chooses a
+path (:func:`convnn.backends.choose_backend`: the one place that dispatches) and runs
+it. The pipeline every path computes (SPEC §1): positional encoding of the selection
+features -> candidate table -> similarity -> top-k selection (no gradient, float32,
+ties to the lower token index) -> weighting scores (with gradient) -> gather values ->
+aggregation kernel; :mod:`convnn.backends.reference` spells it out.
 """
 
 from __future__ import annotations
@@ -20,34 +16,21 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from . import dense_path, positional
-from .aggregation import aggregate
-from .gather_ops import weighted_gather_sum
-from .geometry import (
-    CandidateTable,
-    Grid,
-    all_candidates,
-    chebyshev_distance,
-    conv_queries,
-    hashed_sample,
-    random_sample,
-    sampled_candidates,
-    spatial_sample,
-    window_candidates,
-)
-from .map_paths import (
-    as_convolution,
-    is_convolution,
-    location_as_window,
-    shifts_apply,
-    window_by_shifts,
-)
-from .options import ConvNNOptions, resolve_backend
-from .selection import gather_tokens, neighbor_scores, select_neighbors
-from .window_attention import applies as window_attention_applies
-from .window_attention import window_attention
+from .backends import MapCall, TokenCall, blocked, choose_backend, reference, resolve_backend
+from .backends.conv import location_as_window
+from .ops.geometry import CandidateTable, Grid, candidate_table, conv_queries
+from .ops.positional import encode_positions
+from .options import ConvNNOptions
 
-__all__ = ["ConvNNOptions", "Grid", "convnn", "convnn2d", "candidate_table", "encode_positions"]
+__all__ = [
+    "ConvNNOptions",
+    "Grid",
+    "candidate_table",
+    "convnn",
+    "convnn2d",
+    "encode_positions",
+    "select_neighbors",
+]
 
 
 def _check_inputs(
@@ -120,89 +103,6 @@ def _check_inputs(
         )
 
 
-def candidate_table(
-    opts: ConvNNOptions,
-    num_tokens: int,
-    query_index: Tensor,
-    grid: Grid | None,
-    sample: Tensor | None = None,
-    training: bool = False,
-    generator: torch.Generator | None = None,
-) -> CandidateTable:
-    """The candidate table for ``opts.candidates``.
-
-    ``random``: ``sample`` if given; else, in training, a fresh draw from
-    ``generator`` (or the global RNG) and, in eval, a fixed draw seeded by
-    ``opts.sample_seed`` so that evaluation is reproducible.
-    """
-    device = query_index.device
-    if opts.candidates == "all":
-        return all_candidates(num_tokens, grid, device)
-    if opts.candidates == "window":
-        return window_candidates(query_index, grid, opts.window_shape, opts.window_border)  # type: ignore
-    if opts.candidates == "spatial":
-        return sampled_candidates(spatial_sample(grid, opts.num_samples, device), query_index, grid)  # type: ignore
-    if sample is None and training:
-        sample = random_sample(num_tokens, opts.num_samples, device, generator)  # type: ignore
-    elif sample is None:
-        sample = hashed_sample(num_tokens, opts.num_samples, opts.sample_seed, device)  # type: ignore
-    return sampled_candidates(sample, query_index, grid)
-
-
-def encode_positions(
-    opts: ConvNNOptions,
-    query: Tensor,
-    key: Tensor,
-    value: Tensor,
-    grid: Grid | None,
-    query_index: Tensor,
-    pos_table: Tensor | None = None,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Apply ``opts.positional_encoding`` to the selection features (and coords to values)."""
-    kind = opts.positional_encoding
-    if kind == "none":
-        return query, key, value
-    assert grid is not None
-    token_index = torch.arange(key.shape[-2], device=key.device)
-    if kind == "rope":
-        return (
-            positional.rope(query, grid, query_index),
-            positional.rope(key, grid, token_index),
-            value,
-        )
-    if kind == "coords":
-
-        def add(x: Tensor, index: Tensor) -> Tensor:
-            xy = positional.coords(grid, index, x.dtype).expand(*x.shape[:-2], -1, -1)
-            return torch.cat((x, xy), dim=-1)
-
-        value = add(value, token_index) if opts.coords_to_values else value
-        return add(query, query_index), add(key, token_index), value
-    if kind == "sincos":
-
-        def enc(index: Tensor) -> Tensor:
-            return positional.sincos(grid, index, key.shape[-1], key.dtype)
-    else:
-        if pos_table is None:
-            raise ValueError("positional_encoding='learned' needs pos_table (dim, H0, W0)")
-
-        def enc(index: Tensor) -> Tensor:
-            return positional.learned(grid, index, pos_table)
-
-    return query + enc(query_index), key + enc(token_index), value
-
-
-def _is_attention(opts: ConvNNOptions, k: int, num_tokens: int) -> bool:
-    """k = N, softmax(dot) and the sum kernel: exactly scaled dot-product attention."""
-    return (
-        opts.candidates == "all"
-        and k == num_tokens
-        and opts.weighting == "softmax"
-        and opts.score_for_weights == "dot"
-        and opts.kernel == "sum"
-    )
-
-
 def convnn(
     value: Tensor,
     query: Tensor | None = None,
@@ -238,7 +138,8 @@ def convnn(
         sample: ``(r,)`` fixed candidate tokens for ``candidates='random'``.
         generator: RNG of fresh ``random`` draws in training.
         training: draws fresh random candidates and applies ``dropout_p`` to the weights.
-        backend: overrides ``options.backend``.
+        backend: overrides ``options.backend`` (``fast``, ``reference`` or a path name,
+            see :mod:`convnn.backends`).
     Returns:
         ``(*, Nq, O)`` aggregated outputs.
     """
@@ -256,35 +157,13 @@ def convnn(
         )
     _check_inputs(opts, value, query, key, grid, query_index, weight_channels)
     k = opts.k if opts.k is not None else opts.max_k(N)
-    use = resolve_backend(backend or opts.backend)  # type: ignore[arg-type]
-
+    name = resolve_backend(backend or opts.backend)
     query, key, value = encode_positions(opts, query, key, value, grid, query_index, pos_table)
-    if use == "fast" and _is_attention(opts, k, N) and query.shape[-2] == N:
-        out = F.scaled_dot_product_attention(
-            query, key, value, dropout_p=dropout_p if training else 0.0
-        )
-        return out if bias is None else out + bias
-
-    table = candidate_table(opts, N, query_index, grid, sample, training, generator)
-    if use == "fast" and dense_path.applies(opts, value, query):
-        drop = dropout_p if training else 0.0
-        out = dense_path.dense_small(opts, query, key, value, table, k, drop)
-        return out if bias is None else out + bias
-    spatial = {opts.similarity, opts.score_for_weights} & {"location", "mixed"}
-    distance = chebyshev_distance(query_index, table, grid) if spatial else None  # type: ignore
-    index, slots, known = select_neighbors(opts, query, key, table, distance, k, use)
-    weights = None
-    if opts.weighting != "none":
-        scores = neighbor_scores(opts, query, key, table, distance, index, slots, known)
-        weights = scores.softmax(-1) if opts.weighting == "softmax" else scores
-        if dropout_p and training:
-            weights = F.dropout(weights, dropout_p)
-    if use == "fast" and opts.kernel == "sum":
-        w = weights if weights is not None else value.new_ones(index.shape)
-        out = weighted_gather_sum(value, index, w, table.has_null)  # (*, Nq, C)
-        return out if bias is None else out + bias
-    neighbors = gather_tokens(value, index, table.has_null)  # (*, Nq, k, C)
-    return aggregate(neighbors, weights, opts.kernel, weight, pointwise_weight, bias)
+    call = TokenCall(
+        opts, value, query, key, k, query_index, grid, weight, pointwise_weight, bias,
+        sample, generator, training, dropout_p,
+    )  # fmt: skip
+    return choose_backend("tokens", call, name).run(call)  # type: ignore[union-attr]
 
 
 def convnn2d(
@@ -312,21 +191,15 @@ def convnn2d(
     (so the sampling grid is not skewed by padding).
     """
     B, C, H, W = x.shape
-    if resolve_backend(backend or options.backend) == "fast":  # type: ignore[arg-type]
+    name = resolve_backend(backend or options.backend)
+    if name != "reference":  # the same neighbors from a window table, without N x N distances
         options = location_as_window(options, kernel_size)
-        if is_convolution(options, kernel_size):
-            return as_convolution(
-                x, options, weight, pointwise_weight, bias, kernel_size, stride, padding
-            )
-        out_channels = C if weight is None else weight.shape[0]
-        if options.kernel == "separable":
-            out_channels = pointwise_weight.shape[0]  # type: ignore[union-attr]
-        if window_attention_applies(options, kernel_size, stride, padding, out_channels, C):
-            return window_attention(x, kernel_size, bias)
-        if shifts_apply(options, kernel_size, out_channels, C):
-            return window_by_shifts(
-                x, options, weight, pointwise_weight, bias, kernel_size, stride, padding, training
-            )
+    call = MapCall(
+        options, x, kernel_size, stride, padding, weight, pointwise_weight, bias, training
+    )
+    path = choose_backend("map", call, name)
+    if path is not None:
+        return path.run(call)
     real_only = options.draws_from_input_only
     grid, query_index, (Ho, Wo) = conv_queries(H, W, kernel_size, stride, padding, not real_only)
     if not real_only and any(padding):
@@ -343,6 +216,27 @@ def convnn2d(
         pos_table=pos_table,
         generator=generator,
         training=training,
-        backend=backend,
+        backend=name,
     )  # (B, Ho*Wo, O)
     return out.transpose(1, 2).reshape(B, -1, Ho, Wo)
+
+
+def select_neighbors(
+    options: ConvNNOptions,
+    query: Tensor,
+    key: Tensor,
+    table: CandidateTable,
+    distance: Tensor | None,
+    k: int,
+    backend: str = "fast",
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """The neighbors ``options`` select: ``(index, slots, scores)``.
+
+    ``index`` and ``slots`` ``(*, Nq, k)``: token indices and candidate slots (no
+    gradient); ``scores``: ``(*, Nq, M)`` dense scores with gradient (``reference``) or
+    ``(*, Nq, k)`` selected scores without (other backends, memory-bounded blocks).
+    ``distance``: Chebyshev distances for ``location``/``mixed`` (see ``chebyshev_distance``).
+    """
+    if resolve_backend(backend) == "reference":
+        return reference.select_dense(options, query, key, table, distance, k)
+    return blocked.select_blocked(options, query, key, table, distance, k)

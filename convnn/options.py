@@ -7,10 +7,12 @@ into a ``ValueError`` that names the parameter, the value and the allowed set.
 from __future__ import annotations
 
 import math
-import os
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Literal, get_args
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from typing import Any, Literal
+
+from .errors import OptionError
+from .validation import check_choice, check_names, check_positive_int, check_ratio
 
 Candidates = Literal["all", "random", "spatial", "window"]
 Similarity = Literal["dot", "cosine", "euclidean", "location", "mixed"]
@@ -20,44 +22,10 @@ Kernel = Literal["standard", "depthwise", "separable", "sum"]
 PositionalEncoding = Literal["none", "coords", "sincos", "learned", "rope"]
 Order = Literal["auto", "rank", "offset"]
 WindowBorder = Literal["pad", "shift"]
-Backend = Literal["auto", "reference", "fast"]
-
-BACKEND_ENV = "CONVNN_BACKEND"
-
-
-def check_choice(name: str, value: object, allowed: Sequence[str] | type) -> None:
-    """Raise ``ValueError`` unless ``value`` is one of ``allowed`` (a list or a ``Literal``)."""
-    choices = get_args(allowed) if not isinstance(allowed, (list, tuple)) else tuple(allowed)
-    if value not in choices:
-        raise ValueError(f"{name}={value!r} is not allowed; choose one of {list(choices)}")
-
-
-def check_ratio(name: str, value: float) -> None:
-    """Raise ``ValueError`` unless ``0 <= value <= 1``."""
-    if not (isinstance(value, (int, float)) and 0.0 <= float(value) <= 1.0):
-        raise ValueError(f"{name}={value!r} is outside the allowed range [0, 1]")
-
-
-def check_positive_int(name: str, value: object, allow_none: bool = False) -> None:
-    """Raise ``ValueError`` unless ``value`` is an int >= 1 (or ``None`` when allowed)."""
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        allowed = "a positive integer" + (" or None" if allow_none else "")
-        raise ValueError(f"{name}={value!r} is not allowed; expected {allowed}")
-
-
-def resolve_backend(backend: Backend) -> Literal["reference", "fast"]:
-    """The one place that picks the implementation.
-
-    ``backend="auto"`` reads the ``CONVNN_BACKEND`` environment variable and falls
-    back to ``"fast"``; an explicit ``"reference"`` or ``"fast"`` always wins.
-    """
-    check_choice("backend", backend, Backend)
-    if backend == "auto":
-        backend = os.environ.get(BACKEND_ENV, "fast") or "fast"
-        check_choice(f"environment variable {BACKEND_ENV}", backend, ["reference", "fast"])
-    return backend  # type: ignore[return-value]
+Backend = Literal[
+    "auto", "reference", "fast", "conv", "window_attention", "shifts", "sdpa", "dense", "blocked"
+]
+"""``auto``, ``fast``, ``reference`` or one path by name (see :mod:`convnn.backends`)."""
 
 
 def resolve_order(order: Order, similarity: Similarity, candidates: Candidates) -> str:
@@ -93,7 +61,8 @@ class ConvNNOptions:
         selection_budget_mb: the fast backend selects over blocks of queries whose
             similarity block stays under this many MiB; ``None``: 4 MiB on the CPU
             (cache-sized blocks), 256 MiB on GPUs.
-        backend: ``auto`` (``CONVNN_BACKEND`` or ``fast``), ``reference`` or ``fast``.
+        backend: ``auto`` (``CONVNN_BACKEND`` or ``fast``), ``fast``, ``reference`` or
+            the name of one path (:mod:`convnn.backends`).
     """
 
     k: int | None = 9
@@ -129,31 +98,43 @@ class ConvNNOptions:
         check_choice("positional_encoding", self.positional_encoding, PositionalEncoding)
         check_choice("backend", self.backend, Backend)
         if self.selection_budget_mb is not None and self.selection_budget_mb <= 0:
-            raise ValueError(f"selection_budget_mb={self.selection_budget_mb!r} must be > 0")
+            raise OptionError(
+                f"selection_budget_mb={self.selection_budget_mb!r} must be > 0",
+                key="selection_budget_mb",
+            )
         self._check_candidates()
 
     def _check_candidates(self) -> None:
         c = self.candidates
         if c in ("random", "spatial"):
             if self.num_samples is None:
-                raise ValueError(f"num_samples is required with candidates={c!r}")
+                raise OptionError(
+                    f"num_samples is required with candidates={c!r}", key="num_samples"
+                )
             check_positive_int("num_samples", self.num_samples)
             if self.k is None:
-                raise ValueError(f"k=None (all candidates) is not allowed with candidates={c!r}")
+                raise OptionError(
+                    f"k=None (all candidates) is not allowed with candidates={c!r}", key="k"
+                )
         if c == "window":
             if self.window_size is None:
-                raise ValueError("window_size is required with candidates='window'")
+                raise OptionError(
+                    "window_size is required with candidates='window'", key="window_size"
+                )
             sizes = self.window_size
             sizes = sizes if isinstance(sizes, tuple) else (sizes, sizes)
             for s in sizes:
                 check_positive_int("window_size", s)
                 if s % 2 == 0:
-                    raise ValueError(f"window_size={self.window_size} must be odd")
+                    raise OptionError(
+                        f"window_size={self.window_size} must be odd", key="window_size"
+                    )
         available = self.max_k()
         if self.k is not None and available is not None and self.k > available:
-            raise ValueError(
+            raise OptionError(
                 f"k={self.k} is larger than the {available} candidates of "
-                f"candidates={c!r}; allowed: 1 <= k <= {available}"
+                f"candidates={c!r}; allowed: 1 <= k <= {available}",
+                key="k",
             )
 
     def max_k(self, num_tokens: int | None = None) -> int | None:
@@ -202,3 +183,40 @@ class ConvNNOptions:
             or self.candidates in ("spatial", "window")
             or self.positional_encoding != "none"
         )
+
+
+OPTION_NAMES: frozenset[str] = frozenset(f.name for f in fields(ConvNNOptions))
+"""Every option name; each layer, model and ``convert`` accepts all of them."""
+
+
+def make_options(
+    options: ConvNNOptions | None = None,
+    defaults: Mapping[str, Any] | None = None,
+    **overrides: Any,
+) -> ConvNNOptions:
+    """The options of a layer: ``options`` (or ``ConvNNOptions(**defaults)``, the layer's
+    own defaults) with ``overrides`` replaced, validated once.
+
+    Unknown names raise :class:`~convnn.errors.OptionError` with a close match
+    (``simlarity`` -> ``similarity``).
+    """
+    check_names("ConvNN options", overrides, OPTION_NAMES)
+    if options is not None:
+        return replace(options, **overrides) if overrides else options
+    return ConvNNOptions(**{**(defaults or {}), **overrides})
+
+
+def option_values(options: ConvNNOptions) -> dict[str, Any]:
+    """``{name: value}`` of every option."""
+    return {name: getattr(options, name) for name in sorted(OPTION_NAMES)}
+
+
+def options_repr(options: ConvNNOptions) -> str:
+    """The options that differ from their defaults (and ``k``), for ``extra_repr``."""
+    default = ConvNNOptions()
+    parts = [
+        f"{f.name}={getattr(options, f.name)!r}"
+        for f in fields(options)
+        if f.name == "k" or getattr(options, f.name) != getattr(default, f.name)
+    ]
+    return ", ".join(parts)

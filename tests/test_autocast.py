@@ -14,7 +14,7 @@ autocast on inputs with a zero token, duplicate tokens and entries of magnitude
   the third power (raw ``dot``/``euclidean`` similarity weights): tensors whose
   float32 values do not fit are let off, as for any float16 computation.
 * **Selection in float32.** Every top-k selection goes through
-  :func:`convnn.selection.top_k`; a spy checks that it ranks float32 scores and that
+  :func:`convnn.ops.topk.top_k`; a spy checks that it ranks float32 scores and that
   the selected index sets (per query, order-insensitive) equal those of the float32
   run on at least 99.9% of the queries.
 """
@@ -34,10 +34,9 @@ from convnn import (
     BranchingConv2d,
     ConvNN2d,
     ConvNNAttention,
-    dense_path,
-    gather_ops,
-    selection,
 )
+from convnn.backends import gather as gather_ops
+from convnn.ops import topk
 
 _spec = importlib.util.spec_from_file_location(
     "convnn_test_options", Path(__file__).with_name("test_options.py")
@@ -52,12 +51,12 @@ MIN_MATCH = 0.999  # share of queries whose selected set must equal the float32 
 
 
 class SelectionSpy:
-    """Stands in for :func:`~convnn.selection.top_k`; records the dtype of the ranked
+    """Stands in for :func:`~convnn.ops.topk.top_k`; records the dtype of the ranked
     scores and the selected token indices of every call."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[torch.dtype, torch.Tensor]] = []
-        self._top_k = selection.top_k
+        self._top_k = topk.top_k
 
     def __call__(self, scores: torch.Tensor, k: int, *args, **kwargs):
         index, slots = self._top_k(scores, k, *args, **kwargs)
@@ -79,8 +78,7 @@ class SelectionSpy:
 def spy(monkeypatch) -> SelectionSpy:
     """Records every selection: the generic path and the small-N dense path."""
     recorder = SelectionSpy()
-    monkeypatch.setattr(selection, "top_k", recorder)
-    monkeypatch.setattr(dense_path, "top_k", recorder)
+    monkeypatch.setattr(topk, "top_k", recorder)
     return recorder
 
 

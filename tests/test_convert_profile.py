@@ -20,8 +20,8 @@ from torch import nn
 
 import convnn
 from convnn import BranchingAttention, BranchingConv2d, ConvNN2d, ConvNNAttention
-from convnn.convert import convert
-from convnn.profile import convnn_flops, markdown_table, print_profiles, profile
+from convnn.models.convert import convert
+from convnn.tools.profile import convnn_flops, markdown_table, print_profiles, profile
 
 
 def _randomize_norms(model: nn.Module, seed: int = 0) -> nn.Module:

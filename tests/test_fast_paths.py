@@ -8,6 +8,7 @@ the backend switch, ``torch.compile(fullgraph=True)`` and the Triton kernels
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -18,7 +19,9 @@ from torch.autograd import gradcheck
 
 import convnn
 import convnn.functional as cf
-from convnn import dense_path, gather_ops, map_paths, window_attention  # noqa: F401
+from convnn.backends import conv as map_paths
+from convnn.backends import gather as gather_ops
+from convnn.backends import window_attention
 
 F64 = torch.float64
 
@@ -106,8 +109,9 @@ def test_fused_window_attention(s, monkeypatch):
     kw = dict(in_channels=5, out_channels=5, kernel_size=s, padding=s // 2, candidates="window",
               similarity="dot", weighting="softmax", kernel="sum")  # fmt: skip
     fast, ref = pair(**kw)
-    monkeypatch.setattr(map_paths, "window_by_shifts", None)  # must not be needed
-    assert window_attention.applies(fast.options, (s, s), (1, 1), (s // 2,) * 2, 5, 5)
+    shifts = convnn.backends.PATHS["shifts"]
+    monkeypatch.setitem(convnn.backends.PATHS, "shifts", dataclasses.replace(shifts, run=None))
+    assert map_paths.window_attention_applies(fast.options, (s, s), (1, 1), (s // 2,) * 2, 5, 5)
     assert_same(fast, ref, torch.randn(2, 5, 6, 9, dtype=F64))
     x = torch.randn(1, 3, 4, 5, dtype=F64, requires_grad=True)
     assert gradcheck(lambda t: window_attention.window_attention(t, (s, s)), (x,))
@@ -140,7 +144,7 @@ def test_spatial_samples_avoid_padding():
     layer = convnn.ConvNN2d(3, 3, 3, padding=1, candidates="spatial", num_samples=9,
                             kernel="sum", similarity="dot", k=1)  # fmt: skip
     x = torch.randn(1, 3, 7, 7)
-    grid, qi, _ = convnn.geometry.conv_queries(7, 7, (3, 3), (1, 1), (1, 1), False)
+    grid, qi, _ = convnn.ops.geometry.conv_queries(7, 7, (3, 3), (1, 1), (1, 1), False)
     assert grid.height == 7 and int(qi.min()) == 0 and int(qi.max()) == 48
     assert layer(x).shape == (1, 3, 7, 7)
 
@@ -196,7 +200,8 @@ def test_compiles_without_graph_breaks(name, training):
 
 TRITON_SCRIPT = """
 import torch, convnn
-from convnn import gather_ops, triton_kernels
+from convnn.backends import triton_kernels
+from convnn.ops import gather as gather_ops
 assert triton_kernels.use_triton(torch.zeros(1))
 torch.manual_seed(0)
 q, key = torch.randn(2, 3, 11, 20), torch.randn(2, 3, 13, 20)
@@ -253,14 +258,13 @@ def test_dense_small_path(similarity, weighting):
     q, key, v = (torch.randn(2, 3, 10, 8, dtype=F64, generator=g) for _ in range(3))
     opts = dict(k=4, similarity=similarity, weighting=weighting, kernel="sum")
     options = convnn.ConvNNOptions(**opts)
-    assert convnn.dense_path.applies(options, v, q)
     grads = {}
-    for backend in ("fast", "reference"):
+    for backend in ("dense", "reference"):  # "dense" raises if it cannot run
         leaves = [t.detach().requires_grad_(True) for t in (v, q, key)]
         y = convnn.convnn(*leaves, options=options, backend=backend)
         used = leaves if weighting != "none" else leaves[:1]
         grads[backend] = (y, *torch.autograd.grad(y.square().sum(), used))
-    for a, b in zip(grads["fast"], grads["reference"], strict=True):
+    for a, b in zip(grads["dense"], grads["reference"], strict=True):
         torch.testing.assert_close(a, b, atol=1e-10, rtol=0)
 
 
@@ -272,8 +276,12 @@ def test_location_selection_by_window_table(k, weighting, monkeypatch):
               k=k, weighting=weighting, weighting_similarity="cosine")  # fmt: skip
     fast, ref = pair(**kw)
     calls = []
-    real = convnn.geometry.chebyshev_distance
-    monkeypatch.setattr(cf, "chebyshev_distance", lambda q, t, g: calls.append(t) or real(q, t, g))
+    real = convnn.ops.geometry.chebyshev_distance
+    monkeypatch.setattr(
+        convnn.backends.reference,
+        "chebyshev_distance",
+        lambda q, t, g: calls.append(t) or real(q, t, g),
+    )
     x = torch.randn(2, 3, 6, 8, dtype=F64)
     assert_same(fast, ref, x)
     side = {1: 1, 4: 3, 9: 3, 13: 5, 25: 5}[k]

@@ -18,9 +18,8 @@ from torch.autograd import gradcheck
 
 import convnn
 from convnn import ConvNNOptions, Grid
-from convnn.functional import candidate_table
-from convnn.geometry import chebyshev_distance
-from convnn.selection import select_neighbors
+from convnn.functional import candidate_table, select_neighbors
+from convnn.ops.geometry import chebyshev_distance
 
 _spec = importlib.util.spec_from_file_location(
     "convnn_test_options", Path(__file__).with_name("test_options.py")
@@ -37,7 +36,7 @@ KERNELS = ["standard", "depthwise", "separable", "sum"]
 
 
 def kernel_params(kernel: str, k: int, channels: int, gen: torch.Generator) -> dict:
-    """Random float64 kernel parameters (layouts of :mod:`convnn.aggregation`) and a bias."""
+    """Random float64 kernel parameters (layouts of :mod:`convnn.ops.aggregation`) and a bias."""
     out = {"standard": 2, "depthwise": 2 * channels, "separable": 2, "sum": channels}[kernel]
     shapes = {
         "standard": {"weight": (out, channels, k)},

@@ -22,9 +22,8 @@ from convnn import (
     ConvNNOptions,
     Grid,
 )
-from convnn.functional import candidate_table
-from convnn.geometry import chebyshev_distance
-from convnn.selection import select_neighbors
+from convnn.functional import candidate_table, select_neighbors
+from convnn.ops.geometry import chebyshev_distance
 
 AXES = {
     "candidates": ["all", "random", "spatial", "window_pad", "window_shift"],

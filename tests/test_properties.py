@@ -230,14 +230,14 @@ def attention_configs(draw) -> dict:
 
 def attention_case(config: dict) -> tuple[ConvNNOptions, dict[str, torch.Tensor]]:
     """The options of an :func:`attention_configs` draw and random float64 leaves: value,
-    query and key tokens, kernel parameters (layouts of :mod:`convnn.aggregation`), bias."""
+    query and key tokens, kernel parameters (layouts of :mod:`convnn.ops.aggregation`), bias."""
     config = dict(config)
     shape, out = config.pop("shape"), config.pop("out_channels")
     opts = ConvNNOptions(**config)
     g = torch.Generator().manual_seed(0)
     k = opts.k or shape[1]
     shapes = {"value": shape, "query": shape, "key": shape, "bias": (out,)}
-    shapes |= convnn.aggregation.weight_shapes(opts.kernel, shape[-1], out, k)
+    shapes |= convnn.ops.aggregation.weight_shapes(opts.kernel, shape[-1], out, k)
     leaves = {n: torch.randn(s, generator=g, dtype=F64).requires_grad_() for n, s in shapes.items()}
     return opts, leaves
 

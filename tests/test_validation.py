@@ -212,7 +212,7 @@ def test_checks_run_before_computation(monkeypatch: pytest.MonkeyPatch) -> None:
     def fail(*args, **kwargs):
         raise AssertionError("selection ran before validation")
 
-    monkeypatch.setattr(functional, "select_neighbors", fail)
+    monkeypatch.setattr(functional, "choose_backend", fail)
     monkeypatch.setattr(functional, "encode_positions", fail)
     with pytest.raises(ValueError, match=r"k=10"):
         convnn.convnn(torch.randn(1, 9, 4), options=ConvNNOptions(k=10, kernel="sum"))

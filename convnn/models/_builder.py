@@ -9,17 +9,16 @@ those of :class:`~convnn.ConvNN2d` (convolution models) and
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Sequence
 from typing import Any
 
 from timm.models import get_pretrained_cfg
 from torch import nn
 
-from ..attention import ConvNNAttention
-from ..convert import ATTENTION_OPTIONS, CONV_OPTIONS, convert
-from ..layers import ConvNN2d
-from ..options import check_choice, check_ratio
+from ..modules.attention import ATTENTION_DEFAULTS
+from ..options import ConvNNOptions, option_values
+from ..validation import check_choice, check_ratio
+from .convert import ATTENTION_OPTIONS, CONV_OPTIONS, convert
 
 __all__ = ["OPTION_NAMES", "baseline_cfg", "build_convnn_model", "cifar_cfg", "pop_options"]
 
@@ -29,16 +28,12 @@ CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 OPTION_NAMES = CONV_OPTIONS | ATTENTION_OPTIONS
 """Every ConvNN keyword a ``convnn_*`` model accepts."""
 
-_LAYOUT = {"num_prefix_tokens", "pos_grid_size"}  # read from the model by ``convert``
+CONV_DEFAULTS = {**option_values(ConvNNOptions()), "k": None}
+"""Options of converted convolutions: :class:`~convnn.ConvNN2d`'s defaults (``k=None``:
+the kernel's taps), not the exact special case that ``convert`` starts from."""
 
-
-def _defaults(fn: Any, names: frozenset[str]) -> dict[str, Any]:
-    params = inspect.signature(fn).parameters
-    return {n: params[n].default for n in sorted(names - _LAYOUT)}
-
-
-CONV_DEFAULTS = _defaults(ConvNN2d.__init__, CONV_OPTIONS)
-ATTENTION_DEFAULTS = _defaults(ConvNNAttention.__init__, ATTENTION_OPTIONS)
+ATTENTION_DEFAULTS_ALL = {**option_values(ConvNNOptions()), **ATTENTION_DEFAULTS}
+"""Options of converted attention: :class:`~convnn.ConvNNAttention`'s defaults."""
 
 
 def pop_options(kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -102,7 +97,7 @@ def build_convnn_model(
     model = create_baseline(variant, pretrained, **kwargs)
     if layer == baseline:
         return model
-    defaults = ATTENTION_DEFAULTS if baseline == "attention" else CONV_DEFAULTS
+    defaults = ATTENTION_DEFAULTS_ALL if baseline == "attention" else CONV_DEFAULTS
     return convert(
         model,
         layer,  # type: ignore[arg-type]

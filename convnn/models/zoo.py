@@ -2,7 +2,7 @@
 ``(title, model name, input size, {row label: model kwargs})`` with the baseline first.
 
 ``python -m convnn.models.zoo [--all] [--markdown]`` prints their parameters and
-GFLOPs with :func:`convnn.profile.profile`; ``docs/models.md`` lists the results.
+GFLOPs with :func:`convnn.tools.profile.profile`; ``docs/models.md`` lists the results.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import timm
 
-from ..profile import markdown_table, print_profiles, profile
+from ..tools.profile import markdown_table, print_profiles, profile
 
 __all__ = ["OTHER_MODELS", "PAPER_MODELS", "main"]
 

@@ -1,4 +1,4 @@
-"""Fused neighborhood attention on maps for the fast backend (CPU and GPU).
+"""Fused neighborhood attention on maps: the math of the ``window_attention`` path.
 
 ConvNN2d with zero-padded ``s x s`` windows, every position selected, softmax(dot)
 weighting and the ``sum`` kernel, stride 1 and "same" padding: for each query
@@ -18,23 +18,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from .options import ConvNNOptions
-from .similarity import score_dtype
-
-
-def applies(opts: ConvNNOptions, kernel_size, stride, padding, out_channels: int, C: int) -> bool:
-    """Whether :func:`window_attention` computes this ConvNN2d configuration."""
-    return (
-        opts.selects_whole_padded_window
-        and opts.window_shape == tuple(kernel_size)
-        and opts.weighting == "softmax"
-        and opts.score_for_weights == "dot"
-        and opts.kernel == "sum"
-        and opts.positional_encoding == "none"
-        and tuple(stride) == (1, 1)
-        and tuple(padding) == (kernel_size[0] // 2, kernel_size[1] // 2)
-        and out_channels == C
-    )
+from ..ops.similarity import score_dtype
 
 
 def _regions(H: int, W: int, dy: int, dx: int):

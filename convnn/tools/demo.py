@@ -1,6 +1,6 @@
 """``make demo``: build ConvNN at its exact special cases and print the errors.
 
-Run with ``python -m convnn.demo``. Each row configures ConvNN as a known
+Run with ``python -m convnn.tools.demo``. Each row configures ConvNN as a known
 PyTorch operation, runs both in float64 and reports the maximum absolute error,
 for the plain reference backend and for the fast backend (which may dispatch an
 exact special case to the PyTorch op itself, hence errors of 0).
@@ -15,7 +15,7 @@ from rich.table import Table
 from timm.layers import Attention
 from torch import nn
 
-from . import ConvNN2d, ConvNNAttention, ConvNNOptions, Grid, convnn
+from .. import ConvNN2d, ConvNNAttention, ConvNNOptions, Grid, convnn
 
 
 def _conv_case(kernel_size: int, stride: int, groups: int, backend: str) -> float:

@@ -17,28 +17,23 @@ from __future__ import annotations
 
 import copy
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .aggregation import weight_shapes
-from .functional import Grid, convnn
-from .layers import options_repr
-from .options import (
-    Backend,
-    Candidates,
-    ConvNNOptions,
-    FeatureSimilarity,
-    Kernel,
-    Order,
-    PositionalEncoding,
-    Similarity,
-    Weighting,
-    WindowBorder,
-    check_positive_int,
-    check_ratio,
+from ..errors import OptionError
+from ..functional import Grid, convnn
+from ..ops.aggregation import weight_shapes
+from ..options import ConvNNOptions, make_options, options_repr
+from ..validation import check_positive_int, check_ratio
+
+ATTENTION_DEFAULTS: dict[str, Any] = dict(
+    k=9, similarity="dot", weighting="softmax", kernel="sum", window_border="shift"
 )
+"""ConvNNAttention's defaults where they differ from :class:`~convnn.ConvNNOptions`'s:
+KVT-style top-9 attention, shifted (NATTEN) windows."""
 
 
 class ConvNNAttention(nn.Module):
@@ -75,53 +70,33 @@ class ConvNNAttention(nn.Module):
         *,
         attn_head_dim: int | None = None,
         dim_out: int | None = None,
-        k: int | None = 9,
-        similarity: Similarity = "dot",
-        weighting: Weighting = "softmax",
-        weighting_similarity: Similarity | None = None,
-        lam: float = 0.5,
-        mixed_feature: FeatureSimilarity = "cosine",
-        candidates: Candidates = "all",
-        num_samples: int | None = None,
-        window_size: int | None = None,
-        window_border: WindowBorder = "shift",
-        order: Order = "auto",
-        kernel: Kernel = "sum",
-        positional_encoding: PositionalEncoding = "none",
+        options: ConvNNOptions | None = None,
         num_prefix_tokens: int = 1,
         pos_grid_size: tuple[int, int] = (14, 14),
-        sample_seed: int = 0,
-        selection_budget_mb: float | None = None,
-        backend: Backend = "auto",
         convnn_heads: int | None = None,
+        **overrides: Any,
     ) -> None:
         super().__init__()
         check_positive_int("dim", dim)
         check_positive_int("num_heads", num_heads)
         if attn_head_dim is None and dim % num_heads:
-            raise ValueError(f"dim={dim} must be divisible by num_heads={num_heads}")
+            raise OptionError(f"dim={dim} must be divisible by num_heads={num_heads}", key="dim")
         if (qk_norm or scale_norm) and norm_layer is None:
-            raise ValueError("norm_layer is required when qk_norm or scale_norm is True")
+            raise OptionError(
+                "norm_layer is required when qk_norm or scale_norm is True", key="norm_layer"
+            )
         if num_prefix_tokens < 0:
-            raise ValueError(f"num_prefix_tokens={num_prefix_tokens} must be >= 0")
-        self.options = ConvNNOptions(
-            k=k,
-            similarity=similarity,
-            weighting=weighting,
-            weighting_similarity=weighting_similarity,
-            lam=lam,
-            mixed_feature=mixed_feature,
-            candidates=candidates,
-            num_samples=num_samples,
-            window_size=window_size,
-            window_border=window_border,
-            order=order,
-            kernel=kernel,
-            positional_encoding=positional_encoding,
-            sample_seed=sample_seed,
-            selection_budget_mb=selection_budget_mb,
-            backend=backend,
-        )
+            raise OptionError(
+                f"num_prefix_tokens={num_prefix_tokens} must be >= 0", key="num_prefix_tokens"
+            )
+        self.options = make_options(options, ATTENTION_DEFAULTS, **overrides)
+        if self.options.coords_to_values:
+            raise OptionError(
+                "coords_to_values=True is not supported by ConvNNAttention (the heads' value "
+                "width is fixed by qkv); allowed: False",
+                key="coords_to_values",
+            )
+        kernel, positional_encoding = self.options.kernel, self.options.positional_encoding
         dd = {"device": device, "dtype": dtype}
         self.num_heads = num_heads
         self.head_dim = attn_head_dim or dim // num_heads
@@ -140,7 +115,9 @@ class ConvNNAttention(nn.Module):
             kk = self.options.k or 1
             shapes = weight_shapes(kernel, self.head_dim, self.head_dim, kk)
             if kernel != "sum" and self.options.k is None:
-                raise ValueError(f"kernel={kernel!r} needs a fixed k; k=None only with 'sum'")
+                raise OptionError(
+                    f"kernel={kernel!r} needs a fixed k; k=None only with 'sum'", key="kernel"
+                )
         self.weight = nn.Parameter(torch.empty(shapes["weight"], **dd)) if shapes else None
         pw = shapes.get("pointwise_weight")
         self.pointwise_weight = nn.Parameter(torch.empty(pw, **dd)) if pw else None
@@ -238,7 +215,9 @@ class ConvNNAttention(nn.Module):
         return self.proj_drop(x)
 
     @classmethod
-    def from_attention(cls, attn: nn.Module, k: int | None = None, **overrides) -> ConvNNAttention:
+    def from_attention(
+        cls, attn: nn.Module, k: int | None = None, **overrides: Any
+    ) -> ConvNNAttention:
         """A ConvNNAttention with ``attn``'s weights computing the same function.
 
         ``k=None``: all tokens (exactly self-attention); ``k < N``: KVT top-k attention.

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ..options import ConvNNOptions
+
 
 @dataclass(frozen=True)
 class Grid:
@@ -131,7 +133,7 @@ def conv_queries(
     """
     out, centres = [], []
     for size, ks, st, pad in zip((height, width), kernel_size, stride, padding, strict=True):
-        n = (size + 2 * pad - ks) // st + 1
+        n = conv_output_size(size, ks, st, pad)
         if n < 1:
             raise ValueError(
                 f"input size {height}x{width} is smaller than kernel_size "
@@ -212,3 +214,37 @@ def chebyshev_distance(query_index: Tensor, table: CandidateTable, grid: Grid) -
     same = query_index[:, None] == table.index
     prefix_dist = torch.where(same, 0, grid.far)
     return torch.where(q_prefix | c_prefix, prefix_dist, dist)
+
+
+def candidate_table(
+    opts: ConvNNOptions,
+    num_tokens: int,
+    query_index: Tensor,
+    grid: Grid | None,
+    sample: Tensor | None = None,
+    training: bool = False,
+    generator: torch.Generator | None = None,
+) -> CandidateTable:
+    """The candidate table for ``opts.candidates``.
+
+    ``random``: ``sample`` if given; else, in training, a fresh draw from
+    ``generator`` (or the global RNG) and, in eval, a fixed draw seeded by
+    ``opts.sample_seed`` so that evaluation is reproducible.
+    """
+    device = query_index.device
+    if opts.candidates == "all":
+        return all_candidates(num_tokens, grid, device)
+    if opts.candidates == "window":
+        return window_candidates(query_index, grid, opts.window_shape, opts.window_border)  # type: ignore
+    if opts.candidates == "spatial":
+        return sampled_candidates(spatial_sample(grid, opts.num_samples, device), query_index, grid)  # type: ignore
+    if sample is None and training:
+        sample = random_sample(num_tokens, opts.num_samples, device, generator)  # type: ignore
+    elif sample is None:
+        sample = hashed_sample(num_tokens, opts.num_samples, opts.sample_seed, device)  # type: ignore
+    return sampled_candidates(sample, query_index, grid)
+
+
+def conv_output_size(size: int, kernel_size: int, stride: int, padding: int) -> int:
+    """Output length of a convolution along one axis (``nn.Conv2d``'s formula)."""
+    return (size + 2 * padding - kernel_size) // stride + 1

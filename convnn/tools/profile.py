@@ -22,9 +22,9 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
-from .attention import ConvNNAttention
-from .layers import ConvNN1d, ConvNN2d
-from .options import ConvNNOptions
+from ..modules import ConvNN1d, ConvNN2d, ConvNNAttention
+from ..ops.geometry import conv_output_size
+from ..options import ConvNNOptions
 
 __all__ = [
     "ModelProfile",
@@ -112,7 +112,7 @@ def convnn_flops(module: nn.Module, input_shape: Sequence[int]) -> dict[str, int
         raise TypeError(f"convnn_flops needs a ConvNN layer, got {type(module).__name__}")
     B, H, W = input_shape[0], *((1, input_shape[-1]) if len(input_shape) == 3 else input_shape[2:])
     (kh, kw), (sh, sw), (ph, pw) = module.kernel_size, module.stride, module.padding
-    nq = B * ((H + 2 * ph - kh) // sh + 1) * ((W + 2 * pw - kw) // sw + 1)
+    nq = B * conv_output_size(H, kh, sh, ph) * conv_output_size(W, kw, sw, pw)
     shift = opts.candidates == "window" and opts.window_border == "shift"
     tokens = H * W if shift else (H + 2 * ph) * (W + 2 * pw)
     coords = 2 * (opts.positional_encoding == "coords")

@@ -1,4 +1,4 @@
-"""Memory-light gather primitives for the fast backend.
+"""Memory-light gather primitives of the ``blocked`` path.
 
 Two autograd functions that never keep the gathered ``(*, Nq, k, C)`` tensor:
 the forward pass gathers in blocks of queries and the backward pass re-gathers.
@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from ..ops.gather import flat_rows, gather_rows, with_null_row
 from . import triton_kernels
 
 BLOCK_BYTES = 16 * 2**20
@@ -26,30 +27,6 @@ def _block_rows(index: Tensor, channels: int) -> int:
     *batch, nq, k = index.shape
     per_row = max(1, index[..., 0, 0].numel() * k * channels * 4)
     return max(1, min(nq, BLOCK_BYTES // per_row))
-
-
-def with_null_row(x: Tensor, has_null: bool) -> Tensor:
-    """``x`` ``(*, N, C)`` as a contiguous tensor (row gathers need one), plus a zero row
-    at index ``N`` (the null token outside the map) when ``has_null``."""
-    if has_null:
-        return torch.cat((x, x.new_zeros(*x.shape[:-2], 1, x.shape[-1])), dim=-2)
-    return x.contiguous()
-
-
-def _flat_rows(index: Tensor, num_rows: int) -> Tensor:
-    """Row numbers of ``index`` ``(*, Nq, k)`` in the ``(prod(*) * num_rows, C)`` view."""
-    batches = index[..., 0, 0].numel()
-    offsets = torch.arange(batches, device=index.device) * num_rows
-    return (index + offsets.view(*index.shape[:-2], 1, 1)).reshape(-1)
-
-
-def gather_rows(x: Tensor, index: Tensor) -> Tensor:
-    """Rows ``index`` ``(*, Nq, k)`` of contiguous ``x`` ``(*, N, C)`` -> ``(*, Nq, k, C)``,
-    copied row by row (``index_select``, differentiable), much faster than an
-    element-wise gather with an expanded index."""
-    C = x.shape[-1]
-    rows = x.reshape(-1, C).index_select(0, _flat_rows(index, x.shape[-2]))
-    return rows.view(*index.shape, C)
 
 
 def _gather_dot(q: Tensor, key: Tensor, index: Tensor) -> Tensor:
@@ -88,7 +65,7 @@ def _scatter_sum(num_rows: int, index: Tensor, w: Tensor, x: Tensor) -> Tensor:
     for s in range(0, nq, rows):
         block = index[..., s : s + rows, :]
         contrib = w[..., s : s + rows, :, None] * x[..., s : s + rows, None, :]
-        flat.index_add_(0, _flat_rows(block, num_rows), contrib.reshape(-1, C))
+        flat.index_add_(0, flat_rows(block, num_rows), contrib.reshape(-1, C))
     return out
 
 

@@ -1,4 +1,4 @@
-"""Small-N fast path: neighbor weights as a sparse-in-content dense matrix.
+"""The ``dense`` path: neighbor weights as a sparse-in-content dense matrix.
 
 When every token is a candidate and the token count is small next to the
 channels (``N <= 2 C``, e.g. a ViT on 32x32 images), matrix products beat
@@ -14,41 +14,34 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .geometry import CandidateTable
-from .options import ConvNNOptions
-from .selection import top_k
-from .similarity import feature_scores
-
-FEATURE = ("dot", "cosine", "euclidean")
+from ..ops import topk
+from ..ops.scores import FEATURE
+from ..ops.similarity import feature_scores
+from . import Path, TokenCall, register
 
 
-def applies(opts: ConvNNOptions, value: Tensor, query: Tensor) -> bool:
-    """Whether :func:`dense_small` computes this configuration."""
-    N, C = value.shape[-2:]
+def can_run(call: TokenCall) -> bool:
+    opts = call.options
+    N, C = call.value.shape[-2:]
     return (
         opts.candidates == "all"
         and opts.kernel == "sum"
         and opts.similarity in FEATURE
         and (opts.weighting == "none" or opts.score_for_weights in FEATURE)
-        and query.shape[-2] == N
+        and call.query.shape[-2] == N
         and N <= 2 * C
     )
 
 
-def dense_small(
-    opts: ConvNNOptions,
-    query: Tensor,
-    key: Tensor,
-    value: Tensor,
-    table: CandidateTable,
-    k: int,
-    dropout_p: float = 0.0,
-) -> Tensor:
+def run(call: TokenCall) -> Tensor:
     """``sum``-kernel ConvNN over all candidates: ``(*, N, C)`` outputs."""
+    opts, query, key, value, k = call.options, call.query, call.key, call.value, call.k
+    dropout_p = call.drop
+    table = call.table()
     weighted = opts.weighting != "none"
     with torch.set_grad_enabled(weighted and torch.is_grad_enabled()):
         scores = feature_scores(opts.similarity, query, key)  # (*, N, N)
-    index, _ = top_k(scores.detach(), k, table, "rank")  # (*, N, k)
+    index, _ = topk.top_k(scores.detach(), k, table, "rank")  # (*, N, k)
     if weighted:
         kind = opts.score_for_weights
         wscores = scores if kind == opts.similarity else feature_scores(kind, query, key)
@@ -60,4 +53,16 @@ def dense_small(
         w = value.new_ones(index.shape)
     P = value.new_zeros(*index.shape[:-1], value.shape[-2])
     P = P.scatter(-1, index, w.to(value.dtype))  # (*, N, N), k non-zeros per row
-    return P @ value
+    return call.with_bias(P @ value)
+
+
+register(
+    Path(
+        "dense",
+        "tokens",
+        can_run,
+        run,
+        "candidates='all', kernel='sum', a feature similarity (dot, cosine, euclidean) "
+        "for selection and weights, a query per token and N <= 2 * channels",
+    )
+)

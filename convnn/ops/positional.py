@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..options import ConvNNOptions
 from .geometry import Grid
 
 
@@ -74,3 +75,46 @@ def rope(x: Tensor, grid: Grid, index: Tensor) -> Tensor:
         rotated = torch.stack((a * cos - b * sin, a * sin + b * cos), dim=-1)
         halves.append(rotated.flatten(-2))
     return torch.cat(halves, dim=-1)
+
+
+def encode_positions(
+    opts: ConvNNOptions,
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    grid: Grid | None,
+    query_index: Tensor,
+    pos_table: Tensor | None = None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Apply ``opts.positional_encoding`` to the selection features (and coords to values).
+
+    ``query`` ``(*, Nq, D)``, ``key`` ``(*, N, D)``, ``value`` ``(*, N, C)``; ``coords``
+    appends 2 channels, ``sincos``/``learned`` add to D, ``rope`` rotates q and key.
+    """
+    kind = opts.positional_encoding
+    if kind == "none":
+        return query, key, value
+    assert grid is not None
+    token_index = torch.arange(key.shape[-2], device=key.device)
+    if kind == "rope":
+        return rope(query, grid, query_index), rope(key, grid, token_index), value
+    if kind == "coords":
+
+        def add(x: Tensor, index: Tensor) -> Tensor:
+            xy = coords(grid, index, x.dtype).expand(*x.shape[:-2], -1, -1)
+            return torch.cat((x, xy), dim=-1)
+
+        value = add(value, token_index) if opts.coords_to_values else value
+        return add(query, query_index), add(key, token_index), value
+    if kind == "sincos":
+
+        def enc(index: Tensor) -> Tensor:
+            return sincos(grid, index, key.shape[-1], key.dtype)
+    else:
+        if pos_table is None:
+            raise ValueError("positional_encoding='learned' needs pos_table (dim, H0, W0)")
+
+        def enc(index: Tensor) -> Tensor:
+            return learned(grid, index, pos_table)
+
+    return query + enc(query_index), key + enc(token_index), value

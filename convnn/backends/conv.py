@@ -1,11 +1,13 @@
-"""Fast paths of the fast backend on feature maps ``(B, C, H, W)``.
+"""The ``map`` paths: ConvNN2d configurations computed on the feature map ``(B, C, H, W)``.
 
-* :func:`as_convolution` — a configuration that is exactly a convolution (the
-  whole kernel window selected, offset order, no weighting) runs as ``F.conv2d``.
-* :func:`window_by_shifts` — zero-padded windows with every position selected
-  (``k = sh*sw``) and weighted, e.g. neighborhood attention with ``softmax(dot)``:
-  each window offset is a strided view of the padded map, so nothing is gathered
-  and no ``(B, N, k, C)`` tensor exists.
+* ``conv`` (:func:`as_convolution`) — a configuration that is exactly a convolution
+  (the whole kernel window selected, offset order, no weighting) runs as ``F.conv2d``.
+* ``window_attention`` — zero-padded neighborhood attention with identity features
+  (``softmax(dot)``, ``sum``, stride 1, "same" padding), fused
+  (:mod:`~convnn.backends.window_attention`).
+* ``shifts`` (:func:`window_by_shifts`) — zero-padded windows with every position
+  selected (``k = sh*sw``) and weighted: each window offset is a strided view of the
+  padded map, so nothing is gathered and no ``(B, N, k, C)`` tensor exists.
 """
 
 from __future__ import annotations
@@ -17,8 +19,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .options import ConvNNOptions
-from .similarity import EPS, mixed_scores, score_dtype, unit
+from ..ops.geometry import conv_output_size
+from ..ops.similarity import EPS, mixed_scores, score_dtype, unit
+from ..options import ConvNNOptions
+from . import MapCall, Path, register
+from .window_attention import window_attention
 
 
 def location_as_window(opts: ConvNNOptions, kernel_size: tuple[int, int]) -> ConvNNOptions:
@@ -50,17 +55,12 @@ def is_convolution(opts: ConvNNOptions, kernel_size: tuple[int, int]) -> bool:
     )
 
 
-def as_convolution(
-    x: Tensor,
-    opts: ConvNNOptions,
-    weight: Tensor | None,
-    pointwise_weight: Tensor | None,
-    bias: Tensor | None,
-    kernel_size: tuple[int, int],
-    stride: tuple[int, int],
-    padding: tuple[int, int],
-) -> Tensor:
+def as_convolution(call: MapCall) -> Tensor:
     """``(B, C, H, W) -> (B, O, Ho, Wo)`` through ``F.conv2d`` (taps in raster order)."""
+    x, opts, weight, pointwise_weight, bias = (
+        call.x, call.options, call.weight, call.pointwise_weight, call.bias
+    )  # fmt: skip
+    kernel_size, stride, padding = call.kernel_size, call.stride, call.padding
     C = x.shape[1]
     shape = (-1, 1, *kernel_size)
     if opts.kernel == "standard":
@@ -122,24 +122,17 @@ def _window_scores(
         return torch.stack([(q * t).sum(1) for t in ts], dim=1) * scale
 
 
-def window_by_shifts(
-    x: Tensor,
-    opts: ConvNNOptions,
-    weight: Tensor | None,
-    pointwise_weight: Tensor | None,
-    bias: Tensor | None,
-    kernel_size: tuple[int, int],
-    stride: tuple[int, int],
-    padding: tuple[int, int],
-    training: bool = False,
-    dropout_p: float = 0.0,
-) -> Tensor:
+def window_by_shifts(call: MapCall) -> Tensor:
     """Weighted zero-padded windows: ``(B, C, H, W) -> (B, O, Ho, Wo)``."""
+    x, opts, weight, pointwise_weight, bias = (
+        call.x, call.options, call.weight, call.pointwise_weight, call.bias
+    )  # fmt: skip
+    kernel_size, stride, padding = call.kernel_size, call.stride, call.padding
     (sh, sw), (kh, kw) = opts.window_shape, kernel_size
     rh, rw = sh // 2, sw // 2
     xp = F.pad(x, (padding[1] + rw, padding[1] + rw, padding[0] + rh, padding[0] + rh))
-    Ho = (x.shape[2] + 2 * padding[0] - kh) // stride[0] + 1
-    Wo = (x.shape[3] + 2 * padding[1] - kw) // stride[1] + 1
+    Ho = conv_output_size(x.shape[2], kh, stride[0], padding[0])
+    Wo = conv_output_size(x.shape[3], kw, stride[1], padding[1])
 
     def tap(dy: int, dx: int) -> Tensor:  # (B, C, Ho, Wo) view at offset (dy, dx)
         r0, c0 = kh // 2 + rh + dy, kw // 2 + rw + dx
@@ -150,8 +143,6 @@ def window_by_shifts(
     taps = [tap(dy, dx) for dy, dx in offsets]
     scores = _window_scores(opts.score_for_weights, opts, tap(0, 0), taps, offsets)
     weights = scores.softmax(dim=1) if opts.weighting == "softmax" else scores  # (B, k, Ho, Wo)
-    if dropout_p and training:
-        weights = F.dropout(weights, dropout_p)
     weights = weights.to(x.dtype)
     per_tap = None
     if opts.kernel in ("depthwise", "separable"):
@@ -163,3 +154,62 @@ def window_by_shifts(
     if opts.kernel == "separable":
         out = F.conv2d(out, pointwise_weight[:, :, None, None])
     return out if bias is None else out + bias.view(1, -1, 1, 1)
+
+
+def window_attention_applies(
+    opts: ConvNNOptions, kernel_size, stride, padding, out_channels: int, C: int
+) -> bool:
+    """Whether :func:`~convnn.backends.window_attention.window_attention` computes this
+    ConvNN2d configuration."""
+    return (
+        opts.selects_whole_padded_window
+        and opts.window_shape == tuple(kernel_size)
+        and opts.weighting == "softmax"
+        and opts.score_for_weights == "dot"
+        and opts.kernel == "sum"
+        and opts.positional_encoding == "none"
+        and tuple(stride) == (1, 1)
+        and tuple(padding) == (kernel_size[0] // 2, kernel_size[1] // 2)
+        and out_channels == C
+    )
+
+
+WHOLE_WINDOW = "candidates='window' (or location among all tokens), window_border='pad', k = "
+register(
+    Path(
+        "conv",
+        "map",
+        lambda call: is_convolution(call.options, call.kernel_size),
+        as_convolution,
+        WHOLE_WINDOW + "the kernel's taps, weighting='none', offset order and no coords values",
+    )
+)
+register(
+    Path(
+        "window_attention",
+        "map",
+        lambda call: window_attention_applies(
+            call.options,
+            call.kernel_size,
+            call.stride,
+            call.padding,
+            call.out_channels,
+            call.in_channels,
+        ),  # fmt: skip
+        lambda call: window_attention(call.x, call.kernel_size, call.bias),
+        WHOLE_WINDOW + "the kernel's taps, weighting='softmax' by 'dot', kernel='sum', "
+        "no positional encoding, stride 1 and 'same' padding",
+    )
+)
+register(
+    Path(
+        "shifts",
+        "map",
+        lambda call: shifts_apply(
+            call.options, call.kernel_size, call.out_channels, call.in_channels
+        ),
+        window_by_shifts,
+        WHOLE_WINDOW + "the window's taps, a weighting, offset order, no positional encoding "
+        "and kernel 'sum', 'separable' or 'depthwise' with out_channels == in_channels",
+    )
+)

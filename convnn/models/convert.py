@@ -16,7 +16,6 @@ start otherwise); layers whose shapes differ start from their own initialization
 
 from __future__ import annotations
 
-import inspect
 import warnings
 from collections.abc import Sequence
 from fnmatch import fnmatchcase
@@ -26,53 +25,29 @@ import torch
 from timm.layers import Attention
 from torch import nn
 
-from .attention import BranchingAttention, ConvNNAttention
-from .branching import BranchingConv2d
-from .layers import ConvNN1d, ConvNN2d
-from .options import check_choice, check_ratio
+from ..modules import BranchingAttention, BranchingConv2d, ConvNN1d, ConvNN2d, ConvNNAttention
+from ..modules.conv import conv2d_issue, exact_conv_settings
+from ..options import OPTION_NAMES
+from ..validation import check_choice, check_names, check_ratio
 
 __all__ = ["ATTENTION_OPTIONS", "CONV_OPTIONS", "convert"]
 
 Layer = Literal["convnn", "branching"]
 
+CONV_OPTIONS = OPTION_NAMES | {"pos_grid_size"}
+"""Options that ``convert`` passes to converted convolutions."""
 
-def _keyword_options(fn: Any, exclude: set[str]) -> frozenset[str]:
-    params = inspect.signature(fn).parameters.values()
-    return frozenset(p.name for p in params if p.kind is p.KEYWORD_ONLY and p.name not in exclude)
-
-
-CONV_OPTIONS = _keyword_options(ConvNN2d.__init__, {"device", "dtype"})
-"""Keyword options of :class:`ConvNN2d` that ``convert`` passes to converted convolutions."""
-
-ATTENTION_OPTIONS = _keyword_options(
-    ConvNNAttention.__init__, {"device", "dtype", "attn_head_dim", "dim_out", "convnn_heads"}
-)
-"""Keyword options of :class:`ConvNNAttention` that ``convert`` passes to converted attention."""
+ATTENTION_OPTIONS = OPTION_NAMES | {"pos_grid_size", "num_prefix_tokens"}
+"""Options that ``convert`` passes to converted attention."""
 
 _CONVNN_MODULES = (ConvNN1d, ConvNN2d, ConvNNAttention, BranchingConv2d)
 
 
-def _exact_conv_settings(conv: nn.Conv2d) -> dict[str, Any]:
-    """``ConvNN2d.from_conv2d``'s special case: the zero-padded window in offset order."""
-    return dict(
-        candidates="window",
-        similarity="location",
-        order="offset",
-        weighting="none",
-        kernel="depthwise" if conv.groups > 1 else "standard",
-    )
-
-
 def _conv_issue(conv: nn.Conv2d, layer: str) -> str | None:
     """Why ``conv`` cannot be converted, or ``None``."""
-    if conv.dilation != (1, 1) or conv.padding_mode != "zeros" or isinstance(conv.padding, str):
-        return "only dilation 1 and numeric zero padding are supported"
-    if any(s % 2 == 0 for s in conv.kernel_size):
-        return f"kernel_size={conv.kernel_size} is even"
-    if conv.groups not in (1, conv.in_channels) or (conv.groups > 1 and layer == "branching"):
-        allowed = "1" if layer == "branching" else "1 or in_channels"
-        return f"groups={conv.groups} (allowed: {allowed})"
-    return None
+    if layer == "branching" and conv.groups > 1:
+        return f"groups={conv.groups} (allowed: 1)"
+    return conv2d_issue(conv)
 
 
 def _target_kind(module: nn.Module) -> str | None:
@@ -99,7 +74,7 @@ def _fits_conv(conv: nn.Conv2d, settings: dict[str, Any]) -> bool:
 
 
 def _convnn_conv(conv: nn.Conv2d, settings: dict[str, Any]) -> ConvNN2d:
-    settings = {**_exact_conv_settings(conv), **settings}
+    settings = {**exact_conv_settings(conv), **settings}
     if _fits_conv(conv, settings):
         return ConvNN2d.from_conv2d(conv, **settings)
     dd = {"device": conv.weight.device, "dtype": conv.weight.dtype}
@@ -119,7 +94,7 @@ def _branching_conv(
     conv: nn.Conv2d, ratio: float, mix: bool, settings: dict[str, Any]
 ) -> BranchingConv2d:
     """ConvNN gets the first ``round(ratio * out)`` filters of ``conv``, Conv2d the rest."""
-    settings = {**_exact_conv_settings(conv), **settings}
+    settings = {**exact_conv_settings(conv), **settings}
     layer = BranchingConv2d(
         conv.in_channels,
         conv.out_channels,
@@ -239,12 +214,7 @@ def convert(
     """
     check_choice("layer", layer, Layer)
     check_ratio("branch_ratio", branch_ratio)
-    unknown = set(options) - CONV_OPTIONS - ATTENTION_OPTIONS
-    if unknown:
-        raise ValueError(
-            f"unknown ConvNN options {sorted(unknown)}; "
-            f"allowed: {sorted(CONV_OPTIONS | ATTENTION_OPTIONS)}"
-        )
+    check_names("ConvNN options", options, CONV_OPTIONS | ATTENTION_OPTIONS)
     settings = {
         "conv": {n: v for n, v in options.items() if n in CONV_OPTIONS},
         "attention": {n: v for n, v in options.items() if n in ATTENTION_OPTIONS},

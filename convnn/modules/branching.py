@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
-from .layers import ConvNN2d
-from .options import check_positive_int, check_ratio
+from ..options import ConvNNOptions
+from ..validation import check_positive_int, check_ratio
+from .conv import ConvNN2d
 
 
 class BranchingConv2d(nn.Module):
@@ -15,6 +18,8 @@ class BranchingConv2d(nn.Module):
     all input channels and their outputs are concatenated (ConvNN first), then an
     optional 1x1 ``mix`` projection. ``ratio=0`` builds only ``conv`` (exactly the
     baseline layer), ``ratio=1`` only ``convnn``.
+
+    ``options``/``overrides`` configure the ConvNN branch (as in :class:`ConvNN2d`).
 
     ``(B, C, H, W) -> (B, out_channels, Ho, Wo)`` with Conv2d's output size.
     """
@@ -30,9 +35,10 @@ class BranchingConv2d(nn.Module):
         *,
         ratio: float = 0.5,
         mix: bool = False,
+        options: ConvNNOptions | None = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
-        **convnn_kwargs,
+        **overrides: Any,
     ) -> None:
         super().__init__()
         check_ratio("ratio", ratio)
@@ -51,7 +57,8 @@ class BranchingConv2d(nn.Module):
                 stride,
                 padding,
                 bias,
-                **convnn_kwargs,
+                options=options,
+                **overrides,
                 **dd,
             )
         if conv_channels:

@@ -8,44 +8,63 @@ aggregation kernel (and a learned positional table) and calls
 from __future__ import annotations
 
 import math
-from dataclasses import fields
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from .aggregation import weight_shapes
-from .functional import convnn2d
-from .options import (
-    Backend,
-    Candidates,
-    ConvNNOptions,
-    FeatureSimilarity,
-    Kernel,
-    Order,
-    PositionalEncoding,
-    Similarity,
-    Weighting,
-    WindowBorder,
-    check_positive_int,
-)
+from ..errors import OptionError
+from ..functional import convnn2d
+from ..ops.aggregation import weight_shapes
+from ..options import ConvNNOptions, make_options, options_repr
+from ..validation import check_positive_int
 
 
 def _pair(value: int | tuple[int, int], name: str) -> tuple[int, int]:
     pair = value if isinstance(value, tuple) else (value, value)
     if len(pair) != 2 or any(isinstance(v, bool) or not isinstance(v, int) for v in pair):
-        raise ValueError(f"{name}={value!r} must be an int or a pair of ints")
+        raise OptionError(f"{name}={value!r} must be an int or a pair of ints", key=name)
     return pair  # type: ignore[return-value]
 
 
-def options_repr(options: ConvNNOptions) -> str:
-    """The options that differ from their defaults, for ``extra_repr``."""
-    default = ConvNNOptions()
-    parts = [
-        f"{f.name}={getattr(options, f.name)!r}"
-        for f in fields(options)
-        if f.name == "k" or getattr(options, f.name) != getattr(default, f.name)
-    ]
-    return ", ".join(parts)
+def conv_layer_options(
+    options: ConvNNOptions | None,
+    overrides: dict[str, Any],
+    taps: int,
+    window: int | tuple[int, int],
+) -> ConvNNOptions:
+    """Options of a convolution-style layer: ``k`` defaults to the kernel's ``taps``
+    (``k=None`` means the same here), and ``window`` candidates to the kernel's window."""
+    if "k" in overrides and overrides["k"] is None:
+        del overrides["k"]
+    candidates = overrides.get("candidates", options.candidates if options else "all")
+    has_window = overrides.get("window_size") or (options and options.window_size)
+    if candidates == "window" and not has_window:
+        overrides["window_size"] = window
+    return make_options(options, {"k": taps}, **overrides)
+
+
+def conv2d_issue(conv: nn.Conv2d) -> str | None:
+    """Why ``conv`` has no exact ConvNN2d equivalent, or ``None``."""
+    if conv.dilation != (1, 1) or conv.padding_mode != "zeros" or isinstance(conv.padding, str):
+        return "only dilation 1 and numeric zero padding are supported"
+    if any(s % 2 == 0 for s in conv.kernel_size):
+        return f"kernel_size={conv.kernel_size} is even"
+    if conv.groups not in (1, conv.in_channels):
+        return f"groups={conv.groups} (allowed: 1 or in_channels)"
+    return None
+
+
+def exact_conv_settings(conv: nn.Conv2d) -> dict[str, Any]:
+    """The options under which ConvNN2d computes exactly ``conv``: its zero-padded window
+    in offset order, no weighting, the ``standard`` (``depthwise`` for groups = C) kernel."""
+    return dict(
+        candidates="window",
+        similarity="location",
+        order="offset",
+        weighting="none",
+        kernel="depthwise" if conv.groups > 1 else "standard",
+    )
 
 
 class _ConvNNNd(nn.Module):
@@ -71,26 +90,29 @@ class _ConvNNNd(nn.Module):
             for v in pair:
                 check_positive_int(name, v)
         if any(p < 0 for p in padding):
-            raise ValueError(f"padding={padding} must be >= 0")
+            raise OptionError(f"padding={padding} must be >= 0", key="padding")
         if options.draws_from_input_only and any(
             p > (ks - 1) // 2 for p, ks in zip(padding, kernel_size, strict=True)
         ):
-            raise ValueError(
+            raise OptionError(
                 f"padding={padding} with shifted windows or sampled candidates must be <= "
-                "(kernel_size - 1) // 2 (query centres inside the map)"
+                "(kernel_size - 1) // 2 (query centres inside the map)",
+                key="padding",
             )
         value_channels = in_channels + 2 * (
             options.positional_encoding == "coords" and options.coords_to_values
         )
         if options.kernel == "sum" and out_channels != value_channels:
-            raise ValueError(
+            raise OptionError(
                 f"kernel='sum' needs out_channels == {value_channels} "
-                f"(the value channels), got out_channels={out_channels}"
+                f"(the value channels), got out_channels={out_channels}",
+                key="out_channels",
             )
         if options.kernel == "depthwise" and out_channels % value_channels:
-            raise ValueError(
+            raise OptionError(
                 f"kernel='depthwise' needs out_channels a multiple of "
-                f"{value_channels}, got out_channels={out_channels}"
+                f"{value_channels}, got out_channels={out_channels}",
+                key="out_channels",
             )
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
@@ -146,10 +168,6 @@ class _ConvNNNd(nn.Module):
         )
 
 
-def _options(k: int | None, default_k: int, **kwargs) -> ConvNNOptions:
-    return ConvNNOptions(k=default_k if k is None else k, **kwargs)
-
-
 class ConvNN2d(_ConvNNNd):
     """Drop-in for ``nn.Conv2d``: ``(B, C, H, W) -> (B, O, Ho, Wo)`` with Conv2d's output size.
 
@@ -168,54 +186,21 @@ class ConvNN2d(_ConvNNNd):
         padding: int | tuple[int, int] | str = 0,
         bias: bool = True,
         *,
-        k: int | None = None,
-        similarity: Similarity = "cosine",
-        weighting: Weighting = "none",
-        weighting_similarity: Similarity | None = None,
-        lam: float = 0.5,
-        mixed_feature: FeatureSimilarity = "cosine",
-        candidates: Candidates = "all",
-        num_samples: int | None = None,
-        window_size: int | None = None,
-        window_border: WindowBorder = "pad",
-        order: Order = "auto",
-        kernel: Kernel = "standard",
-        positional_encoding: PositionalEncoding = "none",
-        coords_to_values: bool = False,
+        options: ConvNNOptions | None = None,
         pos_grid_size: tuple[int, int] = (14, 14),
-        sample_seed: int = 0,
-        selection_budget_mb: float | None = None,
-        backend: Backend = "auto",
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        **overrides: Any,
     ) -> None:
         ks = _pair(kernel_size, "kernel_size")
         if padding == "same":
             padding = (ks[0] // 2, ks[1] // 2)
         elif isinstance(padding, str):
-            raise ValueError(f"padding={padding!r} is not allowed; use an int, a pair or 'same'")
-        if candidates == "window" and window_size is None:
-            window_size = ks[0] if ks[0] == ks[1] else ks  # type: ignore[assignment]
-        options = _options(
-            k,
-            ks[0] * ks[1],
-            similarity=similarity,
-            weighting=weighting,
-            weighting_similarity=weighting_similarity,
-            lam=lam,
-            mixed_feature=mixed_feature,
-            candidates=candidates,
-            num_samples=num_samples,
-            window_size=window_size,
-            window_border=window_border,
-            order=order,
-            kernel=kernel,
-            positional_encoding=positional_encoding,
-            coords_to_values=coords_to_values,
-            sample_seed=sample_seed,
-            selection_budget_mb=selection_budget_mb,
-            backend=backend,
-        )
+            raise OptionError(
+                f"padding={padding!r} is not allowed; use an int, a pair or 'same'", key="padding"
+            )
+        window = ks[0] if ks[0] == ks[1] else ks
+        options = conv_layer_options(options, overrides, ks[0] * ks[1], window)
         super().__init__(
             in_channels,
             out_channels,
@@ -242,26 +227,12 @@ class ConvNN2d(_ConvNNNd):
         Window candidates of the kernel size, offset order, no weighting and the
         ``standard`` (or, for ``groups == in_channels``, ``depthwise``) kernel.
         """
-        if conv.dilation != (1, 1) or conv.padding_mode != "zeros":
-            raise ValueError("from_conv2d supports dilation=1 and padding_mode='zeros' only")
-        if conv.groups not in (1, conv.in_channels):
-            raise ValueError(
-                f"from_conv2d supports groups=1 or groups=in_channels, got groups={conv.groups}"
-            )
-        if isinstance(conv.padding, str):
-            raise ValueError(f"from_conv2d needs numeric padding, got {conv.padding!r}")
+        issue = conv2d_issue(conv)
+        if issue is not None:
+            raise OptionError(f"from_conv2d cannot convert this convolution: {issue}", key="conv")
         ks = conv.kernel_size
-        if ks[0] % 2 == 0 or ks[1] % 2 == 0:
-            raise ValueError(f"from_conv2d needs an odd kernel_size, got {ks}")
         depthwise = conv.groups > 1
-        settings = dict(
-            candidates="window",
-            similarity="location",
-            order="offset",
-            weighting="none",
-            kernel="depthwise" if depthwise else "standard",
-        )
-        settings.update(overrides)
+        settings = {**exact_conv_settings(conv), **overrides}
         layer = cls(
             conv.in_channels,
             conv.out_channels,
@@ -297,22 +268,22 @@ class ConvNN1d(_ConvNNNd):
         padding: int | str = 0,
         bias: bool = True,
         *,
-        k: int | None = None,
-        window_size: int | None = None,
+        options: ConvNNOptions | None = None,
         pos_grid_size: int = 64,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
-        **option_kwargs,
+        **overrides: Any,
     ) -> None:
         check_positive_int("kernel_size", kernel_size)
         if padding == "same":
             padding = kernel_size // 2
         elif isinstance(padding, str):
-            raise ValueError(f"padding={padding!r} is not allowed; use an int or 'same'")
-        window = None
-        if option_kwargs.get("candidates") == "window":
-            window = (1, window_size or kernel_size)
-        options = _options(k, kernel_size, window_size=window, **option_kwargs)
+            raise OptionError(
+                f"padding={padding!r} is not allowed; use an int or 'same'", key="padding"
+            )
+        if isinstance(overrides.get("window_size"), int):
+            overrides["window_size"] = (1, overrides["window_size"])
+        options = conv_layer_options(options, overrides, kernel_size, (1, kernel_size))
         super().__init__(
             in_channels,
             out_channels,

@@ -1,0 +1,148 @@
+"""The ``blocked`` path: runs every configuration with bounded memory.
+
+Selection runs without autograd over blocks of queries whose ``(*, rows, M)`` score
+block stays under ``selection_budget_mb``; the weighting scores of the ``k`` selected
+neighbors only are computed with gradient (reusing the selection's scores as forward
+values where the weighting similarity is the selection similarity), and the ``sum``
+kernel is a fused weighted gather (:mod:`~convnn.backends.gather`, Triton on CUDA).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..ops import topk
+from ..ops.aggregation import aggregate
+from ..ops.gather import gather_tokens
+from ..ops.geometry import CandidateTable
+from ..ops.scores import dense_scores
+from ..ops.similarity import EPS, score_dtype, unit
+from ..options import ConvNNOptions
+from . import Path, TokenCall, register
+from .gather import gather_dot, weighted_gather_sum
+from .reference import spatial_distance
+
+
+def _rows(table: CandidateTable, distance: Tensor | None, rows: slice):
+    """The table and distances of the queries ``rows`` (shared tables stay whole)."""
+    per_query = table.index.shape[0] > 1
+    sub = CandidateTable(
+        table.index[rows] if per_query else table.index,
+        None,
+        table.forced_self,
+        table.has_null,
+    )
+    dist = None
+    if distance is not None:
+        dist = distance[rows] if distance.shape[0] > 1 else distance
+    return sub, dist
+
+
+def select_blocked(
+    opts: ConvNNOptions,
+    query: Tensor,
+    key: Tensor,
+    table: CandidateTable,
+    distance: Tensor | None,
+    k: int,
+    keep_scores: bool = True,
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """``(index, slots, scores)``, each ``(*, Nq, k)``: the selected tokens, their candidate
+    slots and (with ``keep_scores``) their selection scores, without gradient."""
+    Nq, M = query.shape[-2], table.size
+    batch = query[..., 0, 0].numel()
+    budget = opts.selection_budget_mb or (256.0 if query.is_cuda else 4.0)
+    block = max(1, int(budget * 2**20 // (4 * batch * M)))
+    parts = []
+    with torch.no_grad():
+        for start in range(0, Nq, block):
+            rows = slice(start, start + block)
+            sub, dist = _rows(table, distance, rows)
+            scores = dense_scores(opts.similarity, opts, query[..., rows, :], key, sub, dist)
+            idx, sl = topk.top_k(scores, k, sub, opts.resolved_order)
+            parts.append((idx, sl, scores.gather(-1, sl)) if keep_scores else (idx, sl))
+    merged = [torch.cat(p, dim=-2) for p in zip(*parts, strict=True)]
+    return merged[0], merged[1], merged[2] if keep_scores else None
+
+
+def gathered_feature_scores(
+    kind: str,
+    query: Tensor,
+    key: Tensor,
+    index: Tensor,
+    has_null: bool,
+    selected: Tensor | None = None,
+) -> Tensor:
+    """``dot``/``cosine``/``euclidean`` scores of the selected neighbors ``(*, Nq, k)``,
+    through :func:`~convnn.backends.gather.gather_dot` (no gathered key tensor is kept).
+
+    ``selected``: the same scores from the selection pass (no gradient); for ``dot``
+    and ``cosine`` they are reused as the forward values and only the backward runs.
+    """
+    with torch.autocast(query.device.type, enabled=False):
+        dtype = score_dtype(query.dtype)
+        q, k = query.to(dtype), key.to(dtype)
+        if kind == "cosine":
+            q, k = unit(q), unit(k)
+        scale = 1 / math.sqrt(q.shape[-1]) if kind == "dot" else 1.0
+        known = None if selected is None or kind == "euclidean" else selected / scale
+        dots = gather_dot(q, k, index, has_null, known)
+        if kind == "dot":
+            return dots * scale
+        if kind == "cosine":
+            return dots
+        k2 = k.square().sum(-1)  # (*, N)
+        if has_null:
+            k2 = torch.cat((k2, k2.new_zeros(*k2.shape[:-1], 1)), dim=-1)
+        k2 = k2.unsqueeze(-2).expand(*index.shape[:-1], k2.shape[-1]).gather(-1, index)
+        sq = (q.square().sum(-1, keepdim=True) + k2 - 2 * dots).clamp(min=0)
+        return -(sq + EPS).sqrt()
+
+
+def neighbor_scores(
+    call: TokenCall,
+    table: CandidateTable,
+    distance: Tensor | None,
+    index: Tensor,
+    slots: Tensor,
+    selected: Tensor | None,
+) -> Tensor:
+    """Weighting scores of the selected neighbors, ``(*, Nq, k)``, with gradient."""
+    opts, query, key = call.options, call.query, call.key
+    kind = opts.score_for_weights
+    if kind == "mixed":  # standardized over all candidates: needs the dense scores
+        return dense_scores(kind, opts, query, key, table, distance).gather(-1, slots)
+    if kind == "location":
+        dist = distance.expand(*index.shape[:-1], table.size)  # type: ignore[union-attr]
+        return -dist.gather(-1, slots).to(score_dtype(query.dtype))
+    return gathered_feature_scores(kind, query, key, index, table.has_null, selected)
+
+
+def run(call: TokenCall) -> Tensor:
+    """``(*, Nq, O)`` outputs of ``call``."""
+    opts = call.options
+    table = call.table()
+    distance = spatial_distance(call, table)
+    weighted = opts.weighting != "none"
+    reuse = weighted and opts.score_for_weights == opts.similarity
+    index, slots, selected = select_blocked(
+        opts, call.query, call.key, table, distance, call.k, reuse
+    )
+    weights = None
+    if weighted:
+        scores = neighbor_scores(call, table, distance, index, slots, selected)
+        weights = scores.softmax(-1) if opts.weighting == "softmax" else scores
+        if call.drop:
+            weights = F.dropout(weights, call.drop)
+    if opts.kernel == "sum":
+        w = weights if weights is not None else call.value.new_ones(index.shape)
+        return call.with_bias(weighted_gather_sum(call.value, index, w, table.has_null))
+    neighbors = gather_tokens(call.value, index, table.has_null)  # (*, Nq, k, C)
+    return aggregate(neighbors, weights, opts.kernel, call.weight, call.pointwise_weight, call.bias)
+
+
+register(Path("blocked", "tokens", lambda call: True, run, "nothing"))

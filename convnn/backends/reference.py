@@ -1,0 +1,65 @@
+"""The ``reference`` path: the definition of ConvNN, readable top to bottom (SPEC §1).
+
+Dense similarity of every candidate (with gradient), a full stable sort for the
+top-k (no gradient), the weighting scores of the selected neighbors gathered from the
+dense scores, the neighbors' values gathered, then the aggregation kernel. Every other
+path is tested against this one.
+"""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..ops import topk
+from ..ops.aggregation import aggregate
+from ..ops.gather import gather_tokens
+from ..ops.geometry import CandidateTable, chebyshev_distance
+from ..ops.scores import dense_scores
+from ..options import ConvNNOptions
+from . import Path, TokenCall, register
+
+
+def spatial_distance(call: TokenCall, table: CandidateTable) -> Tensor | None:
+    """``(Nq or 1, M)`` Chebyshev distances when a ``location``/``mixed`` score needs them."""
+    opts = call.options
+    if not {opts.similarity, opts.score_for_weights} & {"location", "mixed"}:
+        return None
+    return chebyshev_distance(call.query_index, table, call.grid)  # type: ignore[arg-type]
+
+
+def select_dense(
+    opts: ConvNNOptions,
+    query: Tensor,
+    key: Tensor,
+    table: CandidateTable,
+    distance: Tensor | None,
+    k: int,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``(index, slots, scores)``: the ``(*, Nq, k)`` selected tokens and candidate slots,
+    and the ``(*, Nq, M)`` selection scores of every candidate (with gradient)."""
+    scores = dense_scores(opts.similarity, opts, query, key, table, distance)
+    index, slots = topk.top_k(scores.detach(), k, table, opts.resolved_order, exact_sort=True)
+    return index, slots, scores
+
+
+def run(call: TokenCall) -> Tensor:
+    """``(*, Nq, O)`` outputs of ``call``."""
+    opts, query, key = call.options, call.query, call.key
+    table = call.table()  # (Nq or 1, M) candidate tokens
+    distance = spatial_distance(call, table)
+    index, slots, scores = select_dense(opts, query, key, table, distance, call.k)
+    weights = None
+    if opts.weighting != "none":
+        kind = opts.score_for_weights
+        if kind != opts.similarity:
+            scores = dense_scores(kind, opts, query, key, table, distance)
+        weights = scores.gather(-1, slots)  # (*, Nq, k)
+        weights = weights.softmax(-1) if opts.weighting == "softmax" else weights
+        if call.drop:
+            weights = F.dropout(weights, call.drop)
+    neighbors = gather_tokens(call.value, index, table.has_null)  # (*, Nq, k, C)
+    return aggregate(neighbors, weights, opts.kernel, call.weight, call.pointwise_weight, call.bias)
+
+
+register(Path("reference", "tokens", lambda call: True, run, "nothing"))

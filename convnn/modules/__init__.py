@@ -1,0 +1,11 @@
+"""The ConvNN layers: parameters and reshaping around :mod:`convnn.functional`.
+
+Every layer takes ``options: ConvNNOptions | None = None, **overrides`` (any
+:class:`~convnn.ConvNNOptions` field by name), so a new option needs no layer edit.
+"""
+
+from .attention import BranchingAttention, ConvNNAttention
+from .branching import BranchingConv2d
+from .conv import ConvNN1d, ConvNN2d
+
+__all__ = ["BranchingAttention", "BranchingConv2d", "ConvNN1d", "ConvNN2d", "ConvNNAttention"]

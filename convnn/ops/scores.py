@@ -1,0 +1,47 @@
+"""Dense similarity scores of every candidate of every query (SPEC §1.4)."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from ..options import ConvNNOptions
+from .gather import with_null_row
+from .geometry import CandidateTable
+from .similarity import feature_scores, mixed_scores, score_dtype
+
+FEATURE = ("dot", "cosine", "euclidean")
+
+
+def candidate_features(key: Tensor, table: CandidateTable) -> Tensor:
+    """``(*, M, D)`` for a shared table, ``(*, Nq, M, D)`` for a per-query one."""
+    N = key.shape[-2]
+    index = table.index
+    if index.shape[0] == 1 and index.shape[1] == N and not table.forced_self:
+        return key  # all tokens, in order
+    if table.has_null:  # no contiguous copy otherwise: indexing takes strided keys
+        key = with_null_row(key, True)
+    return key[..., index[0], :] if index.shape[0] == 1 else key[..., index, :]
+
+
+def dense_scores(
+    kind: str,
+    opts: ConvNNOptions,
+    query: Tensor,
+    key: Tensor,
+    table: CandidateTable,
+    distance: Tensor | None,
+) -> Tensor:
+    """Scores of every candidate: ``(*, Nq, M)``, differentiable in query and key.
+
+    ``distance``: ``(Nq or 1, M)`` Chebyshev distances, needed by ``location``/``mixed``.
+    """
+    per_query = table.index.shape[0] > 1
+    if kind in FEATURE:
+        return feature_scores(kind, query, candidate_features(key, table), per_query)
+    location = -distance.to(score_dtype(query.dtype))  # type: ignore[union-attr]
+    location = location.expand(*query.shape[:-1], table.size)
+    if kind == "location":
+        return location
+    features = candidate_features(key, table)
+    feature = feature_scores(opts.mixed_feature, query, features, per_query)
+    return mixed_scores(feature, location, opts.lam)

@@ -1,0 +1,79 @@
+"""Shared argument checks: each raises :class:`~convnn.errors.OptionError` naming the
+parameter, its value and what is allowed (with a close match for misspelled names)."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Iterable, Sequence
+from typing import get_args
+
+from .errors import OptionError
+
+__all__ = [
+    "check_choice",
+    "check_int",
+    "check_names",
+    "check_number",
+    "check_positive_int",
+    "check_ratio",
+    "suggestion",
+]
+
+
+def suggestion(name: str, allowed: Iterable[str]) -> str:
+    """``"; did you mean 'x'?"`` for the closest of ``allowed``, or ``""``."""
+    close = difflib.get_close_matches(str(name), [str(a) for a in allowed], n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def check_choice(name: str, value: object, allowed: Sequence[object] | object) -> None:
+    """Raise unless ``value`` is one of ``allowed`` (a list, a tuple or a ``Literal``)."""
+    choices = tuple(allowed) if isinstance(allowed, (list, tuple)) else get_args(allowed)
+    if value not in choices:
+        hint = suggestion(value, choices) if isinstance(value, str) else ""  # type: ignore[arg-type]
+        raise OptionError(
+            f"{name}={value!r} is not allowed; choose one of {list(choices)}{hint}", key=name
+        )
+
+
+def check_names(what: str, names: Iterable[str], allowed: Iterable[str]) -> None:
+    """Raise when ``names`` holds names outside ``allowed``; ``what`` says what they are
+    (``"ConvNN options"``), the message suggests a close match for the first one."""
+    allowed = sorted(allowed)
+    unknown = sorted(set(names) - set(allowed))
+    if unknown:
+        raise OptionError(
+            f"unknown {what} {unknown}{suggestion(unknown[0], allowed)} (allowed: {allowed})",
+            key=unknown[0],
+        )
+
+
+def check_ratio(name: str, value: float) -> None:
+    """Raise unless ``0 <= value <= 1``."""
+    if isinstance(value, bool) or not (
+        isinstance(value, (int, float)) and 0.0 <= float(value) <= 1.0
+    ):
+        raise OptionError(f"{name}={value!r} is outside the allowed range [0, 1]", key=name)
+
+
+def check_int(name: str, value: object, minimum: int) -> None:
+    """Raise unless ``value`` is an int ``>= minimum``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise OptionError(
+            f"{name}={value!r} is not allowed; expected an integer >= {minimum}", key=name
+        )
+
+
+def check_positive_int(name: str, value: object, allow_none: bool = False) -> None:
+    """Raise unless ``value`` is an int >= 1 (or ``None`` when allowed)."""
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        allowed = "a positive integer" + (" or None" if allow_none else "")
+        raise OptionError(f"{name}={value!r} is not allowed; expected {allowed}", key=name)
+
+
+def check_number(name: str, value: object, allowed: str, ok: Callable[[float], bool]) -> None:
+    """Raise unless ``value`` is a real number with ``ok(value)``; ``allowed`` describes it."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value):
+        raise OptionError(f"{name}={value!r} is not allowed; expected a number {allowed}", key=name)
