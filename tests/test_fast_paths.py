@@ -278,7 +278,7 @@ def test_location_selection_by_window_table(k, weighting, monkeypatch):
     calls = []
     real = convnn.ops.geometry.chebyshev_distance
     monkeypatch.setattr(
-        convnn.backends.reference,
+        convnn.ops.scores,
         "chebyshev_distance",
         lambda q, t, g: calls.append(t) or real(q, t, g),
     )

@@ -19,12 +19,11 @@ from ..ops import topk
 from ..ops.aggregation import aggregate
 from ..ops.gather import gather_tokens
 from ..ops.geometry import CandidateTable
-from ..ops.scores import dense_scores
+from ..ops.scores import dense_scores, spatial_distance
 from ..ops.similarity import EPS, score_dtype, unit
 from ..options import ConvNNOptions
 from . import Path, TokenCall, register
 from .gather import gather_dot, weighted_gather_sum
-from .reference import spatial_distance
 
 
 def _rows(table: CandidateTable, distance: Tensor | None, rows: slice):
@@ -126,7 +125,7 @@ def run(call: TokenCall) -> Tensor:
     """``(*, Nq, O)`` outputs of ``call``."""
     opts = call.options
     table = call.table()
-    distance = spatial_distance(call, table)
+    distance = spatial_distance(opts, call.query_index, table, call.grid)
     weighted = opts.weighting != "none"
     reuse = weighted and opts.score_for_weights == opts.similarity
     index, slots, selected = select_blocked(

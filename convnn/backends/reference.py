@@ -14,18 +14,10 @@ from torch import Tensor
 from ..ops import topk
 from ..ops.aggregation import aggregate
 from ..ops.gather import gather_tokens
-from ..ops.geometry import CandidateTable, chebyshev_distance
-from ..ops.scores import dense_scores
+from ..ops.geometry import CandidateTable
+from ..ops.scores import dense_scores, spatial_distance
 from ..options import ConvNNOptions
 from . import Path, TokenCall, register
-
-
-def spatial_distance(call: TokenCall, table: CandidateTable) -> Tensor | None:
-    """``(Nq or 1, M)`` Chebyshev distances when a ``location``/``mixed`` score needs them."""
-    opts = call.options
-    if not {opts.similarity, opts.score_for_weights} & {"location", "mixed"}:
-        return None
-    return chebyshev_distance(call.query_index, table, call.grid)  # type: ignore[arg-type]
 
 
 def select_dense(
@@ -47,7 +39,7 @@ def run(call: TokenCall) -> Tensor:
     """``(*, Nq, O)`` outputs of ``call``."""
     opts, query, key = call.options, call.query, call.key
     table = call.table()  # (Nq or 1, M) candidate tokens
-    distance = spatial_distance(call, table)
+    distance = spatial_distance(opts, call.query_index, table, call.grid)
     index, slots, scores = select_dense(opts, query, key, table, distance, call.k)
     weights = None
     if opts.weighting != "none":

@@ -9,15 +9,17 @@ those of :class:`~convnn.ConvNN2d` (convolution models) and
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
 from timm.models import get_pretrained_cfg
 from torch import nn
 
+from ..errors import OptionError
 from ..modules.attention import ATTENTION_DEFAULTS
 from ..options import ConvNNOptions, option_values
-from ..validation import check_choice, check_ratio
+from ..validation import check_choice, check_ratio, suggestion
 from .convert import ATTENTION_OPTIONS, CONV_OPTIONS, convert
 
 __all__ = ["OPTION_NAMES", "baseline_cfg", "build_convnn_model", "cifar_cfg", "pop_options"]
@@ -94,7 +96,14 @@ def build_convnn_model(
     check_choice("layer", layer, [baseline, "convnn", "branching"])
     check_ratio("branch_ratio", branch_ratio)
     options = pop_options(kwargs)
-    model = create_baseline(variant, pretrained, **kwargs)
+    try:
+        model = create_baseline(variant, pretrained, **kwargs)
+    except TypeError as err:  # a keyword neither timm nor ConvNN knows
+        name = re.search(r"unexpected keyword argument '(\w+)'", str(err))
+        if name is None:
+            raise
+        hint = suggestion(name[1], OPTION_NAMES) or " (not a timm argument of this model)"
+        raise OptionError(f"unknown ConvNN options [{name[1]!r}]{hint}", key=name[1]) from err
     if layer == baseline:
         return model
     defaults = ATTENTION_DEFAULTS_ALL if baseline == "attention" else CONV_DEFAULTS

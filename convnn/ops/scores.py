@@ -6,7 +6,7 @@ from torch import Tensor
 
 from ..options import ConvNNOptions
 from .gather import with_null_row
-from .geometry import CandidateTable
+from .geometry import CandidateTable, Grid, chebyshev_distance
 from .similarity import feature_scores, mixed_scores, score_dtype
 
 FEATURE = ("dot", "cosine", "euclidean")
@@ -21,6 +21,15 @@ def candidate_features(key: Tensor, table: CandidateTable) -> Tensor:
     if table.has_null:  # no contiguous copy otherwise: indexing takes strided keys
         key = with_null_row(key, True)
     return key[..., index[0], :] if index.shape[0] == 1 else key[..., index, :]
+
+
+def spatial_distance(
+    opts: ConvNNOptions, query_index: Tensor, table: CandidateTable, grid: Grid | None
+) -> Tensor | None:
+    """``(Nq or 1, M)`` Chebyshev distances when a ``location``/``mixed`` score needs them."""
+    if not {opts.similarity, opts.score_for_weights} & {"location", "mixed"}:
+        return None
+    return chebyshev_distance(query_index, table, grid)  # type: ignore[arg-type]
 
 
 def dense_scores(
