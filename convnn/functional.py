@@ -237,6 +237,8 @@ def select_neighbors(
     ``(*, Nq, k)`` selected scores without (other backends, memory-bounded blocks).
     ``distance``: Chebyshev distances for ``location``/``mixed`` (see ``chebyshev_distance``).
     """
+    query_index = torch.arange(query.shape[-2], device=query.device)
+    call = TokenCall(options, key, query, key, k, query_index)
     if resolve_backend(backend) == "reference":
-        return reference.select_dense(options, query, key, table, distance, k)
-    return blocked.select_blocked(options, query, key, table, distance, k)
+        return reference.select_dense(call, table, distance)
+    return blocked.select_blocked(call, table, distance)

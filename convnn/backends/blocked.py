@@ -21,7 +21,6 @@ from ..ops.gather import gather_tokens
 from ..ops.geometry import CandidateTable
 from ..ops.scores import dense_scores, spatial_distance
 from ..ops.similarity import EPS, score_dtype, unit
-from ..options import ConvNNOptions
 from . import Path, TokenCall, register
 from .gather import gather_dot, weighted_gather_sum
 
@@ -42,16 +41,11 @@ def _rows(table: CandidateTable, distance: Tensor | None, rows: slice):
 
 
 def select_blocked(
-    opts: ConvNNOptions,
-    query: Tensor,
-    key: Tensor,
-    table: CandidateTable,
-    distance: Tensor | None,
-    k: int,
-    keep_scores: bool = True,
+    call: TokenCall, table: CandidateTable, distance: Tensor | None, keep_scores: bool = True
 ) -> tuple[Tensor, Tensor, Tensor | None]:
     """``(index, slots, scores)``, each ``(*, Nq, k)``: the selected tokens, their candidate
     slots and (with ``keep_scores``) their selection scores, without gradient."""
+    opts, query, key = call.options, call.query, call.key
     Nq, M = query.shape[-2], table.size
     batch = query[..., 0, 0].numel()
     budget = opts.selection_budget_mb or (256.0 if query.is_cuda else 4.0)
@@ -62,7 +56,7 @@ def select_blocked(
             rows = slice(start, start + block)
             sub, dist = _rows(table, distance, rows)
             scores = dense_scores(opts.similarity, opts, query[..., rows, :], key, sub, dist)
-            idx, sl = topk.top_k(scores, k, sub, opts.resolved_order)
+            idx, sl = topk.top_k(scores, call.k, sub, opts.resolved_order)
             parts.append((idx, sl, scores.gather(-1, sl)) if keep_scores else (idx, sl))
     merged = [torch.cat(p, dim=-2) for p in zip(*parts, strict=True)]
     return merged[0], merged[1], merged[2] if keep_scores else None
@@ -128,9 +122,7 @@ def run(call: TokenCall) -> Tensor:
     distance = spatial_distance(opts, call.query_index, table, call.grid)
     weighted = opts.weighting != "none"
     reuse = weighted and opts.score_for_weights == opts.similarity
-    index, slots, selected = select_blocked(
-        opts, call.query, call.key, table, distance, call.k, reuse
-    )
+    index, slots, selected = select_blocked(call, table, distance, reuse)
     weights = None
     if weighted:
         scores = neighbor_scores(call, table, distance, index, slots, selected)

@@ -16,22 +16,17 @@ from ..ops.aggregation import aggregate
 from ..ops.gather import gather_tokens
 from ..ops.geometry import CandidateTable
 from ..ops.scores import dense_scores, spatial_distance
-from ..options import ConvNNOptions
 from . import Path, TokenCall, register
 
 
 def select_dense(
-    opts: ConvNNOptions,
-    query: Tensor,
-    key: Tensor,
-    table: CandidateTable,
-    distance: Tensor | None,
-    k: int,
+    call: TokenCall, table: CandidateTable, distance: Tensor | None
 ) -> tuple[Tensor, Tensor, Tensor]:
     """``(index, slots, scores)``: the ``(*, Nq, k)`` selected tokens and candidate slots,
     and the ``(*, Nq, M)`` selection scores of every candidate (with gradient)."""
-    scores = dense_scores(opts.similarity, opts, query, key, table, distance)
-    index, slots = topk.top_k(scores.detach(), k, table, opts.resolved_order, exact_sort=True)
+    opts = call.options
+    scores = dense_scores(opts.similarity, opts, call.query, call.key, table, distance)
+    index, slots = topk.top_k(scores.detach(), call.k, table, opts.resolved_order, True)
     return index, slots, scores
 
 
@@ -40,7 +35,7 @@ def run(call: TokenCall) -> Tensor:
     opts, query, key = call.options, call.query, call.key
     table = call.table()  # (Nq or 1, M) candidate tokens
     distance = spatial_distance(opts, call.query_index, table, call.grid)
-    index, slots, scores = select_dense(opts, query, key, table, distance, call.k)
+    index, slots, scores = select_dense(call, table, distance)
     weights = None
     if opts.weighting != "none":
         kind = opts.score_for_weights
