@@ -4,18 +4,23 @@ replaced by ConvNN or branching layers.
 ``stages`` picks the converted stages (1-4); within them every 3x3 convolution of a
 block is converted (the middle conv of a bottleneck, both convs of a basic block),
 stride-2 ones included. The stem and the 1x1 convolutions are never converted.
+
+Each ``convnn_resnet*`` takes ``layer`` (``"convnn"``, the default, ``"branching"`` or the
+plain ``"conv"``), ``branch_ratio`` (0.5), ``stages`` (``(1, 2, 3, 4)``), ``mix``
+(``False``) and every ConvNN option (see :class:`convnn.ConvNN2d`) as keyword arguments.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 from torch import nn
 
-from ._builder import baseline_cfg, build_convnn_model, cifar_cfg
+from ._builder import baseline_cfg, cifar_cfg
+from ._common import create_convnn_model
 
 __all__ = ["CifarResNet"]
 
@@ -36,36 +41,14 @@ class CifarResNet(ResNet):
             info["reduction"] = max(1, info["reduction"] // (2 if info["module"] == "act1" else 4))
 
 
-def _create(cls: type[ResNet]):
-    def create(variant: str, pretrained: bool, **kwargs: Any) -> ResNet:
-        return build_model_with_cfg(cls, variant, pretrained, **kwargs)
-
-    return create
-
-
-def _resnet(
-    variant: str,
-    pretrained: bool,
-    model_args: dict[str, Any],
-    layer: str,
-    branch_ratio: float,
-    stages: Sequence[int],
-    mix: bool,
-    kwargs: dict[str, Any],
-    cls: type[ResNet] = ResNet,
-) -> ResNet:
+def _create_resnet(variant: str, pretrained: bool, cls: type[ResNet], **kwargs: Any) -> ResNet:
+    stages = kwargs.pop("stages", (1, 2, 3, 4))
     if not stages or any(s not in (1, 2, 3, 4) for s in stages):
         raise ValueError(f"stages={stages!r} must be a non-empty subset of (1, 2, 3, 4)")
-    return build_convnn_model(  # type: ignore[return-value]
-        _create(cls),
-        variant,
-        pretrained,
-        layer=layer,
-        baseline="conv",
-        branch_ratio=branch_ratio,
-        mix=mix,
-        include=[f"layer{s}.*" for s in stages],
-        kwargs={**model_args, **kwargs},
+    include = [f"layer{s}.*" for s in stages]
+    create_baseline = partial(build_model_with_cfg, cls)
+    return create_convnn_model(  # type: ignore[return-value]
+        create_baseline, variant, pretrained, kwargs, baseline="conv", include=include
     )
 
 
@@ -79,56 +62,30 @@ default_cfgs = generate_default_cfgs(
 
 
 @register_model
-def convnn_resnet50(
-    pretrained: bool = False,
-    layer: str = "convnn",
-    branch_ratio: float = 0.5,
-    stages: Sequence[int] = (1, 2, 3, 4),
-    mix: bool = False,
-    **kwargs: Any,
-) -> ResNet:
+def convnn_resnet50(pretrained: bool = False, **kwargs: Any) -> ResNet:
     """ResNet-50 with ConvNN (``layer="convnn"``), branching or plain (``"conv"``) 3x3 convs.
 
     ``pretrained=True`` loads timm's ``resnet50.a1_in1k`` weights before conversion.
     ConvNN options are keyword arguments (see :class:`convnn.ConvNN2d`).
     """
-    args = dict(block=Bottleneck, layers=(3, 4, 6, 3))
-    return _resnet("convnn_resnet50", pretrained, args, layer, branch_ratio, stages, mix, kwargs)
+    model_args = dict(block=Bottleneck, layers=(3, 4, 6, 3))
+    return _create_resnet("convnn_resnet50", pretrained, ResNet, **dict(model_args, **kwargs))
 
 
 @register_model
-def convnn_resnet18(
-    pretrained: bool = False,
-    layer: str = "convnn",
-    branch_ratio: float = 0.5,
-    stages: Sequence[int] = (1, 2, 3, 4),
-    mix: bool = False,
-    **kwargs: Any,
-) -> ResNet:
-    """ResNet-18 (ImageNet layout) with ConvNN, branching or plain 3x3 convs."""
-    args = dict(block=BasicBlock, layers=(2, 2, 2, 2))
-    return _resnet("convnn_resnet18", pretrained, args, layer, branch_ratio, stages, mix, kwargs)
+def convnn_resnet18(pretrained: bool = False, **kwargs: Any) -> ResNet:
+    """ResNet-18 (ImageNet layout) with ConvNN, branching or plain 3x3 convs.
+
+    ``pretrained=True`` loads timm's ``resnet18.a1_in1k`` weights before conversion.
+    """
+    model_args = dict(block=BasicBlock, layers=(2, 2, 2, 2))
+    return _create_resnet("convnn_resnet18", pretrained, ResNet, **dict(model_args, **kwargs))
 
 
 @register_model
-def convnn_resnet18_cifar(
-    pretrained: bool = False,
-    layer: str = "convnn",
-    branch_ratio: float = 0.5,
-    stages: Sequence[int] = (1, 2, 3, 4),
-    mix: bool = False,
-    **kwargs: Any,
-) -> ResNet:
+def convnn_resnet18_cifar(pretrained: bool = False, **kwargs: Any) -> ResNet:
     """ResNet-18 for 32x32 inputs (3x3 stem, no max-pool, 10 classes by default)."""
-    args = dict(block=BasicBlock, layers=(2, 2, 2, 2))
-    return _resnet(
-        "convnn_resnet18_cifar",
-        pretrained,
-        args,
-        layer,
-        branch_ratio,
-        stages,
-        mix,
-        kwargs,
-        cls=CifarResNet,
+    model_args = dict(block=BasicBlock, layers=(2, 2, 2, 2))
+    return _create_resnet(
+        "convnn_resnet18_cifar", pretrained, CifarResNet, **dict(model_args, **kwargs)
     )

@@ -4,6 +4,10 @@ The network is the CIFAR VGG: timm's VGG feature layout (``features`` = 3x3
 conv -> BatchNorm -> ReLU blocks and 2x2 max-pools, the same module indices as
 timm's ``vgg*_bn``) followed by global pooling and one linear classifier instead of
 the 4096-wide ImageNet MLP. Every 3x3 convolution is converted.
+
+``convnn_vgg{11,13,16,19}`` take ``layer`` (``"convnn"``, the default, ``"branching"`` or
+the plain ``"conv"``), ``branch_ratio`` (0.5), ``mix`` (``False``) and every ConvNN option
+(see :class:`convnn.ConvNN2d`) as keyword arguments.
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ from timm.layers import ClassifierHead
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from torch import Tensor, nn
 
-from ._builder import build_convnn_model, cifar_cfg
+from ._builder import cifar_cfg
+from ._common import create_convnn_model
 
 __all__ = ["CifarVGG"]
 
@@ -108,7 +113,7 @@ class CifarVGG(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-def _create(variant: str, pretrained: bool, **kwargs: Any) -> CifarVGG:
+def _create_baseline(variant: str, pretrained: bool, **kwargs: Any) -> CifarVGG:
     cfg = VGG_CFGS[variant.removeprefix("convnn_")]
     return build_model_with_cfg(
         CifarVGG,
@@ -120,19 +125,9 @@ def _create(variant: str, pretrained: bool, **kwargs: Any) -> CifarVGG:
     )
 
 
-def _vgg(
-    variant: str, pretrained: bool, layer: str, branch_ratio: float, mix: bool, kwargs: dict
-) -> CifarVGG:
-    return build_convnn_model(  # type: ignore[return-value]
-        _create,
-        variant,
-        pretrained,
-        layer=layer,
-        baseline="conv",
-        branch_ratio=branch_ratio,
-        mix=mix,
-        include=["features.*"],
-        kwargs=kwargs,
+def _create_vgg(variant: str, pretrained: bool, **kwargs: Any) -> CifarVGG:
+    return create_convnn_model(  # type: ignore[return-value]
+        _create_baseline, variant, pretrained, kwargs, baseline="conv", include=["features.*"]
     )
 
 
@@ -145,51 +140,28 @@ default_cfgs = generate_default_cfgs(
 
 
 @register_model
-def convnn_vgg11(
-    pretrained: bool = False,
-    layer: str = "convnn",
-    branch_ratio: float = 0.5,
-    mix: bool = False,
-    **kwargs: Any,
-) -> CifarVGG:
-    """VGG-11 with batch norm for 32x32 inputs; ConvNN, branching or plain (``"conv"``) convs.
+def convnn_vgg11(pretrained: bool = False, **kwargs: Any) -> CifarVGG:
+    """VGG-11 with batch norm for 32x32 inputs (8 convolutions).
 
+    ConvNN (``layer="convnn"``, the default), branching or plain (``"conv"``) convolutions;
     ConvNN options are keyword arguments (see :class:`convnn.ConvNN2d`).
     """
-    return _vgg("convnn_vgg11", pretrained, layer, branch_ratio, mix, kwargs)
+    return _create_vgg("convnn_vgg11", pretrained, **kwargs)
 
 
 @register_model
-def convnn_vgg13(
-    pretrained: bool = False,
-    layer: str = "convnn",
-    branch_ratio: float = 0.5,
-    mix: bool = False,
-    **kwargs: Any,
-) -> CifarVGG:
-    """VGG-13 with batch norm for 32x32 inputs."""
-    return _vgg("convnn_vgg13", pretrained, layer, branch_ratio, mix, kwargs)
+def convnn_vgg13(pretrained: bool = False, **kwargs: Any) -> CifarVGG:
+    """VGG-13 with batch norm for 32x32 inputs (10 convolutions)."""
+    return _create_vgg("convnn_vgg13", pretrained, **kwargs)
 
 
 @register_model
-def convnn_vgg16(
-    pretrained: bool = False,
-    layer: str = "convnn",
-    branch_ratio: float = 0.5,
-    mix: bool = False,
-    **kwargs: Any,
-) -> CifarVGG:
-    """VGG-16 with batch norm for 32x32 inputs."""
-    return _vgg("convnn_vgg16", pretrained, layer, branch_ratio, mix, kwargs)
+def convnn_vgg16(pretrained: bool = False, **kwargs: Any) -> CifarVGG:
+    """VGG-16 with batch norm for 32x32 inputs (13 convolutions)."""
+    return _create_vgg("convnn_vgg16", pretrained, **kwargs)
 
 
 @register_model
-def convnn_vgg19(
-    pretrained: bool = False,
-    layer: str = "convnn",
-    branch_ratio: float = 0.5,
-    mix: bool = False,
-    **kwargs: Any,
-) -> CifarVGG:
-    """VGG-19 with batch norm for 32x32 inputs."""
-    return _vgg("convnn_vgg19", pretrained, layer, branch_ratio, mix, kwargs)
+def convnn_vgg19(pretrained: bool = False, **kwargs: Any) -> CifarVGG:
+    """VGG-19 with batch norm for 32x32 inputs (16 convolutions)."""
+    return _create_vgg("convnn_vgg19", pretrained, **kwargs)
