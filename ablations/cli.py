@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from convnn.errors import cli_message
 from lightning_modules.files import UsageError, check_writable
 
 from .grid import Grid, GridError, load_grid, validate_cell
@@ -148,7 +149,8 @@ def main(argv: list[str] | None = None) -> None:
         else:
             code = report(args, console)
     except GridError as err:
-        console.print(f"convnn-ablate: error: {err}", markup=False, highlight=False, soft_wrap=True)
+        line = cli_message("convnn-ablate", err, cause=False)
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
         code = 2
     sys.exit(code)
 

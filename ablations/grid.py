@@ -40,7 +40,7 @@ from typing import Any
 
 import yaml
 
-from lightning_modules.files import root_cause
+from convnn.errors import ConvNNError, OptionError, root_cause
 
 __all__ = ["Axis", "Cell", "Grid", "GridError", "load_grid", "merged_config", "validate_cell"]
 
@@ -48,7 +48,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DELETE = "__delete__"
 
 
-class GridError(ValueError):
+class GridError(ConvNNError, ValueError):
     """A grid file or one of its cells is invalid; the message names the cell and key."""
 
 
@@ -129,6 +129,11 @@ def _short(key: str) -> str:
     return key.rsplit(".", 1)[-1]
 
 
+def _joined(err: BaseException) -> str:
+    """``err``'s message on one line (a :class:`GridError` is printed as one line)."""
+    return " ".join(line.strip() for line in str(err).splitlines())
+
+
 def _matches(rule: dict[str, Any], values: dict, overrides: dict, axes: list[Axis]) -> bool:
     for key, want in rule.items():
         if key in values:
@@ -192,8 +197,7 @@ def load_grid(path: str | Path) -> Grid:
     try:
         spec = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
-        reason = " ".join(line.strip() for line in str(err).splitlines())
-        raise GridError(f"{path} is not valid YAML: {reason}") from None
+        raise GridError(f"{path} is not valid YAML: {_joined(err)}") from None
     if not isinstance(spec, dict):
         raise GridError(f"{path}: expected a mapping of grid keys, got {type(spec).__name__}")
     known = {"name", "base", "set", "axes", "zip", "exclude", "seeds", "slurm"}
@@ -285,6 +289,45 @@ def merged_config(grid: Grid, cell: Cell, out_dir: Path | None = None) -> dict[s
     return config
 
 
+def _option_key(err: BaseException) -> str | None:
+    """The parameter an :class:`~convnn.errors.OptionError` in ``err``'s cause chain names
+    (the innermost one that names one), or ``None``."""
+    key = None
+    while err is not None:
+        if isinstance(err, OptionError) and err.key:
+            key = err.key
+        err = err.__cause__
+    return key
+
+
+def _config_key(config: dict[str, Any], name: str, prefix: str = "") -> str | None:
+    """The first dotted key of ``config`` whose last component is ``name``."""
+    for part, value in config.items():
+        key = f"{prefix}{part}"
+        if part == name:
+            return key
+        if isinstance(value, dict) and (found := _config_key(value, name, f"{key}.")):
+            return found
+    return None
+
+
+def _error_key(
+    err: BaseException, message: str, changes: dict[str, Any], config: dict[str, Any]
+) -> str | None:
+    """The cell's key that sets the parameter an error names (``OptionError.key``, e.g.
+    ``k`` -> ``model.init_args.model_kwargs.k``): a key the grid changes, else the key under
+    ``model`` or ``data`` of the merged config (``None`` when neither sets it); for an error
+    that names no parameter, the changed key its text is about."""
+    option = _option_key(err)
+    if option is None:
+        return _changed_key(message, changes)
+    setters = {key: value for key, value in changes.items() if _short(key) == option}
+    if len(setters) > 1:
+        return _changed_key(message, setters) or next(iter(setters))
+    suite = {part: config[part] for part in ("model", "data") if isinstance(config.get(part), dict)}
+    return next(iter(setters), None) or _config_key(suite, option)
+
+
 def _changed_key(message: str, changes: dict[str, Any]) -> str | None:
     """The overridden key an error message is about: by its name, else by its value."""
     for key in sorted(changes, key=len, reverse=True):
@@ -333,8 +376,8 @@ def validate_cell(grid: Grid, cell: Cell, need_data: bool = False) -> list[str]:
                 cli = parse(["-c", f.name])
                 cli.parser.instantiate_classes(cli.config)
             return warnings
-        except (Exception, SystemExit) as err:  # noqa: BLE001  (every failure is reported)
-            err = root_cause(err)
+        except (Exception, SystemExit) as error:  # noqa: BLE001  (every failure is reported)
+            err = root_cause(error)
             if device == "meta" and "meta" in str(err).lower():
                 device = "cpu"
                 continue
@@ -342,8 +385,8 @@ def validate_cell(grid: Grid, cell: Cell, need_data: bool = False) -> list[str]:
                 warnings.append(f"cell {cell.name!r}: {err} (data not checked)")
                 config = _synthetic_stand_in(config)
                 continue
-            message = str(err).replace(f.name, "<merged config>").strip()
-            key = _changed_key(message, changes)
+            message = _joined(err).replace(f.name, "<merged config>").strip()
+            key = _error_key(error, message, changes, config)
             where = f"key {key!r}" if key else "its merged config"
             raise GridError(f"cell {cell.name!r} ({cell.id}): {where}: {message}") from None
         finally:

@@ -15,7 +15,9 @@ __all__ = [
     "OptionError",
     "UsageError",
     "cli_error",
+    "cli_message",
     "error_line",
+    "first_line",
     "root_cause",
 ]
 
@@ -60,6 +62,20 @@ def error_line(err: BaseException) -> str:
     return lines[-1].split(": ", 1)[-1]
 
 
-def cli_error(prog: str, err: BaseException) -> SystemExit:
-    """The ``SystemExit`` a command raises for ``err``: ``"<prog>: error: <one line>"``."""
-    return SystemExit(f"{prog}: error: {error_line(root_cause(err))}")
+def first_line(err: BaseException) -> str:
+    """The first line of ``err``'s message (its headline: torch's and jsonargparse's
+    messages put details below it), or its type's name when the message is empty."""
+    message = str(err).strip()
+    return message.splitlines()[0] if message else type(err).__name__
+
+
+def cli_message(prog: str, err: BaseException, cause: bool = True) -> str:
+    """``"<prog>: error: <one line>"`` for ``err``'s root cause or, with ``cause=False``,
+    for ``err`` itself (a suite error raised ``from`` the error it explains, whose own
+    message is the one for the user)."""
+    return f"{prog}: error: {error_line(root_cause(err) if cause else err)}"
+
+
+def cli_error(prog: str, err: BaseException, cause: bool = True) -> SystemExit:
+    """The ``SystemExit`` a command raises for ``err`` (message: :func:`cli_message`)."""
+    return SystemExit(cli_message(prog, err, cause))

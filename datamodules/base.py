@@ -2,8 +2,9 @@
 
 Every DataModule yields batches ``(images, labels)``: images ``float32 (B, in_chans, S, S)``
 normalized with the module's ``mean``/``std``, labels ``int64 (B,)`` in ``[0, num_classes)``.
-A subclass sets ``num_classes``, ``image_size``, ``mean`` and ``std`` in its ``__init__`` (they
-are read by the CLI right after construction) and implements ``make_dataset(split)``.
+A subclass sets ``num_classes``, ``image_size``, ``mean`` and ``std`` (class attributes, or
+settings passed to the base ``__init__``; the CLI reads them right after construction) and
+implements ``make_dataset(split)``.
 
 Under DDP, Lightning gives validation and test loaders a ``DistributedSampler``, which pads
 the split by repeating samples until its size is a multiple of the world size; a validation
@@ -15,11 +16,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
-from typing import Literal
+from typing import Any, Literal
 
 import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler
+
+from convnn.errors import ConvNNError
+from convnn.validation import check_int
 
 Split = Literal["train", "val", "test"]
 
@@ -27,20 +31,8 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-class DataError(ValueError):
+class DataError(ConvNNError, ValueError):
     """Data that cannot be used (a missing folder, a corrupt file); the message is one line."""
-
-
-def check_int(name: str, value: int, minimum: int) -> None:
-    """Raise ``ValueError`` naming ``name`` unless ``value`` is an int ``>= minimum``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name}={value!r} is not allowed; expected an integer >= {minimum}")
-
-
-def check_number(name: str, value: float, allowed: str, ok: Callable[[float], bool]) -> None:
-    """Raise ``ValueError`` naming ``name`` unless ``value`` is a real number with ``ok(value)``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value):
-        raise ValueError(f"{name}={value!r} is not allowed; expected a number {allowed}")
 
 
 def check_image_size(image_size: int) -> None:
@@ -102,6 +94,9 @@ class ImageClassificationDataModule(L.LightningDataModule):
         pin_memory: pin host memory for faster copies; used only when CUDA is available.
         persistent_workers: keep workers alive between epochs; used only when
             ``num_workers > 0``.
+        settings: a subclass's own arguments, stored as attributes of the same names (the
+            subclass checks them). Pass them in the order of its signature: the hyper-parameters
+            (these and every subclass argument) keep the order in which they are first seen.
 
     The training loader shuffles with an :class:`EpochShuffleSampler` (the order of an epoch
     depends only on the run's seed and the epoch number, so resumed runs read the same
@@ -124,6 +119,7 @@ class ImageClassificationDataModule(L.LightningDataModule):
         num_workers: int = 4,
         pin_memory: bool = True,
         persistent_workers: bool = True,
+        **settings: Any,
     ) -> None:
         super().__init__()
         check_int("batch_size", batch_size, 1)
@@ -133,6 +129,8 @@ class ImageClassificationDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.pin_memory = pin_memory
         self.persistent_workers = persistent_workers
+        for name, value in settings.items():
+            setattr(self, name, value)
         self.datasets: dict[str, Dataset] = {}
 
     def make_dataset(self, split: Split) -> Dataset:

@@ -6,6 +6,8 @@ from pathlib import Path
 
 from torchvision.datasets import CIFAR10, CIFAR100
 
+from convnn.models._builder import CIFAR10_MEAN, CIFAR10_STD
+
 from .base import ImageClassificationDataModule, Split
 from .transforms import cifar_transform
 
@@ -28,8 +30,8 @@ class CIFAR10DataModule(ImageClassificationDataModule):
     title = "CIFAR-10"
     num_classes = 10
     image_size = 32
-    mean = (0.4914, 0.4822, 0.4465)
-    std = (0.2470, 0.2435, 0.2616)
+    mean = CIFAR10_MEAN
+    std = CIFAR10_STD
 
     def __init__(
         self,
@@ -40,9 +42,8 @@ class CIFAR10DataModule(ImageClassificationDataModule):
         pin_memory: bool = True,
         persistent_workers: bool = True,
     ) -> None:
-        super().__init__(batch_size, num_workers, pin_memory, persistent_workers)
-        self.root = str(root)
-        self.download = download
+        settings = dict(root=str(root), download=download)
+        super().__init__(batch_size, num_workers, pin_memory, persistent_workers, **settings)
         if not download:
             self.check_files()
 

@@ -5,14 +5,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .base import (
-    ImageClassificationDataModule,
-    Split,
-    TensorImageDataset,
-    check_image_size,
-    check_int,
-    check_number,
-)
+from convnn.validation import check_int, check_number
+
+from .base import ImageClassificationDataModule, Split, TensorImageDataset, check_image_size
 from .transforms import tensor_transform
 
 NUM_DIGITS = 1797
@@ -58,15 +53,14 @@ class DigitsDataModule(ImageClassificationDataModule):
         pin_memory: bool = True,
         persistent_workers: bool = True,
     ) -> None:
-        super().__init__(batch_size, num_workers, pin_memory, persistent_workers)
+        settings = dict(image_size=image_size, val_fraction=val_fraction, seed=seed)
+        super().__init__(batch_size, num_workers, pin_memory, persistent_workers, **settings)
         check_image_size(image_size)
         low, high = 10 / NUM_DIGITS, 1 - 10 / NUM_DIGITS  # one image per class in each split
         allowed = f"in (0, 1), from {low:.4f} to {high:.4f} (each split needs all 10 classes)"
         check_number("val_fraction", val_fraction, allowed, lambda f: low <= f <= high)
         check_int("seed", seed, 0)
-        self.image_size = image_size
-        self.val_fraction = float(val_fraction)
-        self.seed = seed
+        self.val_fraction = float(val_fraction)  # recorded as given, used as a float
         self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def load_splits(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:

@@ -11,6 +11,9 @@ from typing import Any, Literal
 from PIL import Image
 from torchvision.datasets import ImageFolder
 
+from convnn.errors import OptionError
+from convnn.validation import check_number
+
 from .base import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -18,7 +21,6 @@ from .base import (
     ImageClassificationDataModule,
     Split,
     check_image_size,
-    check_number,
 )
 from .transforms import imagenet_transform
 
@@ -195,10 +197,11 @@ class ImageNetDataModule(ImageClassificationDataModule):
         try:
             self.transforms = {train: self.make_transform(train) for train in (True, False)}
         except (AssertionError, KeyError, ValueError) as err:
-            raise ValueError(
+            raise OptionError(
                 f"auto_augment={auto_augment!r} is not allowed; expected None or a timm policy "
-                f"such as 'rand-m9-mstd0.5-inc1', 'original' or 'augmix-m5-w4-d2' ({err})"
-            ) from err
+                f"such as 'rand-m9-mstd0.5-inc1', 'original' or 'augmix-m5-w4-d2' ({err})",
+                key="auto_augment",
+            ) from None
         root_dir = Path(self.root)
         if not root_dir.is_dir():
             raise FileNotFoundError(

@@ -8,13 +8,9 @@ import math
 import numpy as np
 import torch
 
-from .base import (
-    ImageClassificationDataModule,
-    Split,
-    TensorImageDataset,
-    check_image_size,
-    check_int,
-)
+from convnn.validation import check_int
+
+from .base import ImageClassificationDataModule, Split, TensorImageDataset, check_image_size
 from .transforms import tensor_transform
 
 ORIENTATIONS = 8
@@ -100,17 +96,19 @@ class SyntheticDataModule(ImageClassificationDataModule):
         pin_memory: bool = True,
         persistent_workers: bool = True,
     ) -> None:
-        super().__init__(batch_size, num_workers, pin_memory, persistent_workers)
+        settings = dict(
+            num_classes=num_classes,
+            image_size=image_size,
+            num_train=num_train,
+            num_val=num_val,
+            seed=seed,
+        )
+        super().__init__(batch_size, num_workers, pin_memory, persistent_workers, **settings)
         check_int("num_classes", num_classes, 2)
         check_image_size(image_size)
         check_int("num_train", num_train, 1)
         check_int("num_val", num_val, 1)
         check_int("seed", seed, 0)
-        self.num_classes = num_classes
-        self.image_size = image_size
-        self.num_train = num_train
-        self.num_val = num_val
-        self.seed = seed
 
     def make_dataset(self, split: Split) -> TensorImageDataset:
         count = self.num_train if split == "train" else self.num_val

@@ -21,7 +21,9 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from torch import nn
 
-from .files import UsageError, atomic_write, first_line
+from convnn.errors import first_line
+
+from .files import UsageError, atomic_write
 
 __all__ = ["CheckpointError", "SafeCheckpointIO", "check_state_dict", "load_checkpoint"]
 

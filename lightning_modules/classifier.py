@@ -27,9 +27,10 @@ from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
 import convnn  # noqa: F401  (registers the convnn_* models in timm)
+from convnn.validation import check_choice
 
 from .checkpoint_io import check_state_dict
-from .optim import LRSchedule, build_optimizer, check_choice
+from .optim import LRSchedule, build_optimizer
 from .seeding import run_seed, seed_all, step_seed
 
 __all__ = ["ImageClassifier"]

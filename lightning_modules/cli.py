@@ -26,14 +26,16 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
+from convnn.errors import cli_error
 from datamodules import DataError, ImageClassificationDataModule
 
 from .checkpoint_io import SafeCheckpointIO, check_state_dict, load_checkpoint
 from .classifier import ImageClassifier
-from .files import UsageError, check_writable, one_line, root_cause
+from .files import UsageError, check_writable
 
 __all__ = ["ConvNNCLI", "main"]
 
+PROG = "convnn"
 DESCRIPTION = (
     "Train and evaluate ConvNN image classifiers. Subcommands: fit, validate, test, predict "
     "(Lightning's CLI) and evaluate (`convnn evaluate --help`: metrics, parameters, GFLOPs "
@@ -157,7 +159,7 @@ class ConvNNCLI(LightningCLI):
         try:
             super().instantiate_classes()
         except (ValueError, FileNotFoundError) as err:
-            raise SystemExit(f"convnn: error: {root_cause(err)}") from err
+            raise cli_error(PROG, err) from err
 
     def _parse_ckpt_path(self) -> None:
         """Lightning reads ``--ckpt_path``'s hyper-parameters into the model's config (they win
@@ -170,7 +172,7 @@ class ConvNNCLI(LightningCLI):
             try:
                 state = load_checkpoint(ckpt_path, mmap=True)["state_dict"]
             except UsageError as err:
-                raise SystemExit(f"convnn: error: {err}") from None
+                raise cli_error(PROG, err, cause=False) from None
             self.resume_from = (ckpt_path, state)
         super()._parse_ckpt_path()
 
@@ -205,7 +207,7 @@ class ConvNNCLI(LightningCLI):
                 self.resume_from = state = None  # unmap the file before the restore reads it
             super()._run_subcommand(subcommand)
         except (UsageError, DataError) as err:
-            raise SystemExit(f"convnn: error: {one_line(err)}") from None
+            raise cli_error(PROG, err, cause=False) from None
 
 
 def main(args: list[str] | None = None) -> None:

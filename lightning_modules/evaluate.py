@@ -26,18 +26,12 @@ from rich.console import Console
 from rich.table import Table
 
 import convnn
+from convnn.errors import cli_error, first_line, root_cause
 from datamodules import DataError, ImageClassificationDataModule
 
 from .checkpoint_io import check_state_dict, load_checkpoint
 from .classifier import ImageClassifier
-from .files import (
-    UsageError,
-    atomic_write_json,
-    check_writable,
-    first_line,
-    one_line,
-    root_cause,
-)
+from .files import UsageError, atomic_write_json, check_writable
 
 __all__ = ["EvaluationError", "evaluate", "main"]
 
@@ -260,7 +254,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             args.num_workers,
         )
     except (UsageError, DataError) as err:
-        raise SystemExit(f"convnn evaluate: error: {one_line(err)}") from None
+        raise cli_error("convnn evaluate", err, cause=False) from None
     atomic_write_json(out, results)
     console = Console()
     print_results(results, console)

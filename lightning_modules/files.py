@@ -5,6 +5,8 @@ destroys what was there before.
 and only then renames it over the target (``os.replace`` is atomic on POSIX file systems).
 A failure at any point (``ENOSPC``, ``EACCES``, a kill) leaves the previous file untouched
 and removes the partial temporary file where the process is still alive to do so.
+
+:class:`UsageError` is :class:`convnn.errors.UsageError`, re-exported here.
 """
 
 from __future__ import annotations
@@ -17,43 +19,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+from convnn.errors import UsageError
+
 __all__ = [
     "UsageError",
     "atomic_write",
     "atomic_write_json",
     "atomic_write_text",
     "check_writable",
-    "first_line",
-    "one_line",
-    "root_cause",
 ]
-
-
-class UsageError(Exception):
-    """Bad user input (a path, a file, an argument); the message is one line for the CLI."""
-
-
-def root_cause(err: BaseException) -> BaseException:
-    """The innermost ``__cause__`` of ``err``: the class's own error that jsonargparse (or
-    another wrapper) raised ``from``."""
-    while err.__cause__ is not None:
-        err = err.__cause__
-    return err
-
-
-def first_line(err: BaseException) -> str:
-    """The first line of ``err``'s message, or its type's name when the message is empty."""
-    message = str(err).strip()
-    return message.splitlines()[0] if message else type(err).__name__
-
-
-def one_line(err: Exception) -> str:
-    """The message of ``err``; for one re-raised from a DataLoader worker (the worker's
-    traceback in the message), its original last line without the exception's name."""
-    lines = str(err).strip().splitlines() or [type(err).__name__]
-    if len(lines) == 1:
-        return lines[0]
-    return lines[-1].split(": ", 1)[-1]
 
 
 def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any]) -> None:

@@ -18,20 +18,15 @@ import torch
 from timm.optim import create_optimizer_v2, param_groups_weight_decay
 from torch import nn
 
-__all__ = ["NO_WEIGHT_DECAY", "LRSchedule", "build_optimizer", "check_choice"]
+from convnn.validation import check_choice
+
+__all__ = ["NO_WEIGHT_DECAY", "LRSchedule", "build_optimizer"]
 
 OptimizerName = Literal["adamw", "sgd", "lamb"]
 SchedulerName = Literal["cosine", "step", "none"]
 
 NO_WEIGHT_DECAY = ("*pos_embed*", "*pos_table", "*cls_token", "*reg_token", "*dist_token")
 """Parameter-name patterns (``fnmatch``) that never get weight decay, besides 1-D ones."""
-
-
-def check_choice(name: str, value: object, allowed: tuple[object, ...]) -> None:
-    """``ValueError`` naming the parameter, its value and the allowed values."""
-    if value not in allowed:
-        choices = ", ".join(map(str, allowed))
-        raise ValueError(f"{name}={value!r} is not supported; allowed: {choices}")
 
 
 def build_optimizer(

@@ -14,6 +14,7 @@ import math
 import pytest
 import timm
 import torch
+from model_helpers import randomize_norms
 from rich.console import Console
 from timm.layers import Attention
 from torch import nn
@@ -22,19 +23,6 @@ import convnn
 from convnn import BranchingAttention, BranchingConv2d, ConvNN2d, ConvNNAttention
 from convnn.models.convert import convert
 from convnn.tools.profile import convnn_flops, markdown_table, print_profiles, profile
-
-
-def _randomize_norms(model: nn.Module, seed: int = 0) -> nn.Module:
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                n = m.num_features
-                m.weight.copy_(torch.rand(n, generator=gen) + 0.5)
-                m.bias.copy_(torch.rand(n, generator=gen) * 0.2 - 0.1)
-                m.running_mean.copy_(torch.randn(n, generator=gen) * 0.1)
-                m.running_var.copy_(torch.rand(n, generator=gen) + 0.5)
-    return model
 
 
 def _assert_same(out: torch.Tensor, ref: torch.Tensor) -> None:
@@ -62,7 +50,7 @@ def image64() -> torch.Tensor:
 def test_converted_resnet_gives_original_logits(name, options, image64):
     """Location selection recovers every convolution, stem and stride-2 blocks included."""
     torch.manual_seed(0)
-    model = _randomize_norms(timm.create_model(name)).double().eval()
+    model = randomize_norms(timm.create_model(name)).double().eval()
     converted = convert(copy.deepcopy(model), **options)
     spatial = [m for m in model.modules() if isinstance(m, nn.Conv2d) and m.kernel_size != (1, 1)]
     assert _count(converted, ConvNN2d) == len(spatial)
@@ -72,7 +60,7 @@ def test_converted_resnet_gives_original_logits(name, options, image64):
 
 
 def test_non_exact_conversion_changes_the_logits(image64):
-    model = _randomize_norms(timm.create_model("resnet18")).double().eval()
+    model = randomize_norms(timm.create_model("resnet18")).double().eval()
     options = dict(candidates="all", similarity="cosine")
     converted = convert(copy.deepcopy(model), include=["layer1.*"], **options)
     with torch.no_grad():
@@ -80,7 +68,7 @@ def test_non_exact_conversion_changes_the_logits(image64):
 
 
 def test_branching_conversion_splits_the_filters(image64):
-    model = _randomize_norms(timm.create_model("resnet18")).double().eval()
+    model = randomize_norms(timm.create_model("resnet18")).double().eval()
     converted = convert(copy.deepcopy(model), "branching", branch_ratio=0.25, include=["layer*"])
     layer = converted.layer1[0].conv1
     assert isinstance(layer, BranchingConv2d) and layer.convnn_channels == 16

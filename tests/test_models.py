@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 import timm
 import torch
+from model_helpers import randomize_norms
 from torch import nn
 
 from convnn import BranchingConv2d, ConvNN2d, ConvNNAttention
@@ -35,20 +36,6 @@ def _input_size(name: str) -> int:
 
 def _small_kwargs(name: str) -> dict:
     return dict(num_classes=5, img_size=64) if "patch16" in name else dict(num_classes=5)
-
-
-def _randomize_norms(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Random BatchNorm statistics and affines, so every residual branch matters."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                n = m.num_features
-                m.weight.copy_(torch.rand(n, generator=gen) + 0.5)
-                m.bias.copy_(torch.rand(n, generator=gen) * 0.2 - 0.1)
-                m.running_mean.copy_(torch.randn(n, generator=gen) * 0.1)
-                m.running_var.copy_(torch.rand(n, generator=gen) + 0.5)
-    return model
 
 
 def _load_baseline(name: str, baseline: nn.Module, tmp_path, **kwargs) -> nn.Module:
@@ -107,7 +94,7 @@ def test_every_model_trains(name, variant):
 
 
 def test_resnet50_branching_ratio0_with_baseline_weights_gives_baseline_logits(tmp_path):
-    baseline = _randomize_norms(timm.create_model("resnet50")).double().eval()
+    baseline = randomize_norms(timm.create_model("resnet50")).double().eval()
     model = _load_baseline(
         "convnn_resnet50", baseline, tmp_path, layer="branching", branch_ratio=0.0
     )
@@ -120,7 +107,7 @@ def test_resnet50_branching_ratio0_with_baseline_weights_gives_baseline_logits(t
 @pytest.mark.parametrize("layer", ["convnn", "branching"])
 def test_resnet18_exact_options_with_baseline_weights_give_baseline_logits(tmp_path, layer):
     """Window/location ConvNN keeps the baseline's filters (split between the branches)."""
-    baseline = _randomize_norms(timm.create_model("resnet18")).double().eval()
+    baseline = randomize_norms(timm.create_model("resnet18")).double().eval()
     model = _load_baseline("convnn_resnet18", baseline, tmp_path, layer=layer, **EXACT_CONV)
     x = torch.randn(2, 3, 64, 64, dtype=torch.float64)
     with torch.no_grad():
@@ -157,7 +144,7 @@ class _ReferenceVGG11(nn.Module):
     ids=["conv", "branching_0", "convnn_exact"],
 )
 def test_vgg11_with_baseline_weights_gives_baseline_logits(tmp_path, kwargs):
-    reference = _randomize_norms(_ReferenceVGG11()).double().eval()
+    reference = randomize_norms(_ReferenceVGG11()).double().eval()
     state = {k.replace("fc.", "head.fc.", 1): v for k, v in reference.state_dict().items()}
     path = tmp_path / "vgg11.pth"
     torch.save(state, path)
