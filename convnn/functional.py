@@ -18,6 +18,7 @@ from torch import Tensor
 
 from .backends import MapCall, TokenCall, blocked, choose_backend, reference, resolve_backend
 from .backends.conv import location_as_window
+from .errors import OptionError
 from .ops.geometry import CandidateTable, Grid, candidate_table, conv_queries
 from .ops.positional import encode_positions
 from .options import ConvNNOptions
@@ -73,6 +74,10 @@ def _check_inputs(
         raise ValueError(
             f"num_samples={opts.num_samples} is larger than the N={N} tokens; "
             f"allowed: k <= num_samples <= {N}"
+        )
+    if opts.sequence and grid is not None and grid.height != 1:
+        raise OptionError(
+            f"sequence=True needs a one-row grid, got {grid.height}x{grid.width}", key="sequence"
         )
     if opts.candidates == "spatial" and grid.height > 1:  # type: ignore[union-attr]
         side = math.isqrt(opts.num_samples)  # type: ignore[arg-type]

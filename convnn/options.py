@@ -49,7 +49,10 @@ class ConvNNOptions:
         lam: weight of the feature similarity in ``mixed`` (the rest is location).
         mixed_feature: feature similarity used inside ``mixed``.
         candidates: ``all``, ``random`` (``num_samples`` tokens), ``spatial``
-            (``floor(sqrt(num_samples))^2`` grid tokens) or ``window`` (``window_size``).
+            (``floor(sqrt(num_samples))^2`` grid tokens; ``num_samples`` evenly spaced
+            tokens of a ``sequence``) or ``window`` (``window_size``).
+        sequence: the tokens form one row (``ConvNN1d`` sets it), which decides what
+            ``spatial`` candidates are.
         window_border: ``pad`` (zero tokens outside the map) or ``shift`` (NATTEN).
         order: ``rank`` (most similar first), ``offset`` (raster order of the
             neighbor's position, as kernel taps of a convolution) or ``auto``
@@ -82,6 +85,7 @@ class ConvNNOptions:
     sample_seed: int = 0
     selection_budget_mb: float | None = None
     backend: Backend = "auto"
+    sequence: bool = False
 
     def __post_init__(self) -> None:
         check_positive_int("k", self.k, allow_none=True)
@@ -143,8 +147,10 @@ class ConvNNOptions:
             return self.window_shape[0] * self.window_shape[1]
         if self.candidates == "random":
             return self.num_samples
-        if self.candidates == "spatial":
+        if self.candidates == "spatial" and not self.sequence:
             return math.isqrt(self.num_samples) ** 2  # type: ignore[arg-type]
+        if self.candidates == "spatial":
+            return self.num_samples
         return num_tokens
 
     @property

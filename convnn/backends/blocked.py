@@ -17,7 +17,7 @@ from torch import Tensor
 
 from ..ops import topk
 from ..ops.aggregation import aggregate
-from ..ops.gather import gather_tokens
+from ..ops.gather import gather_tokens, with_null_row
 from ..ops.geometry import CandidateTable
 from ..ops.scores import dense_scores, spatial_distance
 from ..ops.similarity import EPS, score_dtype, unit
@@ -79,21 +79,26 @@ def gathered_feature_scores(
     with torch.autocast(query.device.type, enabled=False):
         dtype = score_dtype(query.dtype)
         q, k = query.to(dtype), key.to(dtype)
+        if kind == "euclidean":
+            return _gathered_distances(q, k, index, has_null)
         if kind == "cosine":
             q, k = unit(q), unit(k)
         scale = 1 / math.sqrt(q.shape[-1]) if kind == "dot" else 1.0
-        known = None if selected is None or kind == "euclidean" else selected / scale
-        dots = gather_dot(q, k, index, has_null, known)
-        if kind == "dot":
-            return dots * scale
-        if kind == "cosine":
-            return dots
-        k2 = k.square().sum(-1)  # (*, N)
-        if has_null:
-            k2 = torch.cat((k2, k2.new_zeros(*k2.shape[:-1], 1)), dim=-1)
-        k2 = k2.unsqueeze(-2).expand(*index.shape[:-1], k2.shape[-1]).gather(-1, index)
-        sq = (q.square().sum(-1, keepdim=True) + k2 - 2 * dots).clamp(min=0)
-        return -(sq + EPS).sqrt()
+        known = None if selected is None else selected / scale
+        return gather_dot(q, k, index, has_null, known) * scale
+
+
+def _gathered_distances(q: Tensor, k: Tensor, index: Tensor, has_null: bool) -> Tensor:
+    """Negative distances ``(*, Nq, k)`` as ``|q|^2 + |k|^2 - 2 q.k``, exact after centring
+    q and the keys (the null token, a zero vector, included) on one shared point."""
+    centre = k.mean(-2, keepdim=True).detach()  # distances do not depend on it
+    k = with_null_row(k, has_null) - centre  # (*, N or N + 1, D)
+    q = q - centre
+    dots = gather_dot(q, k, index)
+    k2 = k.square().sum(-1)  # (*, N or N + 1)
+    k2 = k2.unsqueeze(-2).expand(*index.shape[:-1], k2.shape[-1]).gather(-1, index)
+    sq = (q.square().sum(-1, keepdim=True) + k2 - 2 * dots).clamp(min=0)
+    return -(sq + EPS).sqrt()
 
 
 def neighbor_scores(

@@ -27,7 +27,8 @@ from ..errors import OptionError
 from ..functional import Grid, convnn
 from ..ops.aggregation import weight_shapes
 from ..options import ConvNNOptions, make_options, options_repr
-from ..validation import check_positive_int, check_ratio
+from ..validation import check_positive_int
+from .branching import convnn_share
 
 ATTENTION_DEFAULTS: dict[str, Any] = dict(
     k=9, similarity="dot", weighting="softmax", kernel="sum", window_border="shift"
@@ -133,11 +134,13 @@ class ConvNNAttention(nn.Module):
         if not self.options.needs_grid:
             return None
         patches = num_tokens - self.num_prefix_tokens
-        side = math.isqrt(max(patches, 0))
+        # not math.isqrt: it rejects the symbolic sizes of torch.compile(dynamic=True)
+        side = int(math.sqrt(patches) + 0.5) if patches > 0 else 0
         if patches < 1 or side * side != patches:
-            raise ValueError(
+            raise OptionError(
                 f"{num_tokens} tokens minus num_prefix_tokens={self.num_prefix_tokens} is not "
-                "a square patch map, which the chosen spatial options need"
+                "a square patch map, which the chosen spatial options need",
+                key="num_prefix_tokens",
             )
         return Grid(side, side, self.num_prefix_tokens)
 
@@ -255,7 +258,7 @@ class ConvNNAttention(nn.Module):
 
 
 class BranchingAttention(ConvNNAttention):
-    """Branching attention (SPEC §3): ``round(ratio * num_heads)`` heads are ConvNN
+    """Branching attention (SPEC §3): ``convnn_share(ratio, num_heads)`` heads are ConvNN
     heads, the others ordinary softmax attention; every head reads all input
     channels through ``qkv`` and ``proj`` mixes the concatenated heads.
 
@@ -263,10 +266,10 @@ class BranchingAttention(ConvNNAttention):
     """
 
     def __init__(self, dim: int, num_heads: int = 8, *args, ratio: float = 0.5, **kwargs) -> None:
-        check_ratio("ratio", ratio)
         check_positive_int("num_heads", num_heads)
         self.ratio = ratio
-        super().__init__(dim, num_heads, *args, convnn_heads=round(ratio * num_heads), **kwargs)
+        heads = convnn_share(ratio, num_heads, "heads")
+        super().__init__(dim, num_heads, *args, convnn_heads=heads, **kwargs)
 
     def extra_repr(self) -> str:
         return f"ratio={self.ratio}, " + super().extra_repr()

@@ -2,18 +2,39 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from ..errors import OptionError
 from ..options import ConvNNOptions
 from ..validation import check_positive_int, check_ratio
 from .conv import ConvNN2d
 
 
+def convnn_share(ratio: float, total: int, what: str) -> int:
+    """How many of ``total`` channels (or heads) a branching ``ratio`` gives the ConvNN
+    branch: ``floor(ratio * total + 0.5)``, halves rounded up (0.5 of 5 is 3, of 7 is 4).
+
+    A ratio strictly between 0 and 1 must leave both branches non-empty; one that rounds
+    to 0 or to ``total`` is an :class:`~convnn.errors.OptionError`.
+    """
+    check_ratio("ratio", ratio)
+    share = math.floor(ratio * total + 0.5)
+    if 0 < ratio < 1 and share in (0, total):
+        branch = "ConvNN" if share == 0 else "baseline"
+        raise OptionError(
+            f"ratio={ratio} of {total} {what} gives the {branch} branch no {what}; "
+            f"allowed: a ratio with 0.5 / {total} <= ratio < 1 - 0.5 / {total}, or exactly 0 or 1",
+            key="ratio",
+        )
+    return share
+
+
 class BranchingConv2d(nn.Module):
-    """``round(ratio * out_channels)`` output channels from a :class:`ConvNN2d`
+    """``convnn_share(ratio, out_channels)`` output channels from a :class:`ConvNN2d`
     branch (``convnn``), the rest from an ``nn.Conv2d`` branch (``conv``); both read
     all input channels and their outputs are concatenated (ConvNN first), then an
     optional 1x1 ``mix`` projection. ``ratio=0`` builds only ``conv`` (exactly the
@@ -41,10 +62,9 @@ class BranchingConv2d(nn.Module):
         **overrides: Any,
     ) -> None:
         super().__init__()
-        check_ratio("ratio", ratio)
         check_positive_int("out_channels", out_channels)
         self.ratio = ratio
-        self.convnn_channels = round(ratio * out_channels)
+        self.convnn_channels = convnn_share(ratio, out_channels, "output channels")
         conv_channels = out_channels - self.convnn_channels
         dd = {"device": device, "dtype": dtype}
         self.convnn = None

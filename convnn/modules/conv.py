@@ -283,6 +283,7 @@ class ConvNN1d(_ConvNNNd):
             )
         if isinstance(overrides.get("window_size"), int):
             overrides["window_size"] = (1, overrides["window_size"])
+        overrides["sequence"] = True
         options = conv_layer_options(options, overrides, kernel_size, (1, kernel_size))
         super().__init__(
             in_channels,

@@ -23,11 +23,31 @@ from ..options import ConvNNOptions
 
 @dataclass(frozen=True)
 class Grid:
-    """Layout of ``P + H * W`` tokens: ``num_prefix`` position-less tokens, then an H x W map."""
+    """Layout of ``P + H * W`` tokens: ``num_prefix`` position-less tokens, then an H x W map.
+
+    ``padding`` ``(ph, pw)``: the map is an input of ``(H - 2 ph) x (W - 2 pw)`` zero-padded
+    by ``ph`` rows and ``pw`` columns (a convolution's padding). Positional encodings use
+    positions in the input; padding tokens, like prefix tokens, get none.
+    """
 
     height: int
     width: int
     num_prefix: int = 0
+    padding: tuple[int, int] = (0, 0)
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """``(H, W)`` of the input map inside the padding."""
+        return self.height - 2 * self.padding[0], self.width - 2 * self.padding[1]
+
+    def input_positions(self, index: Tensor) -> tuple[Tensor, Tensor]:
+        """``(row, col)`` of tokens ``index`` in the input map, ``(*index.shape, 2)`` long,
+        and whether each token has one: ``(*index.shape,)`` bool, False for prefix and
+        padding tokens (their position is then ``(0, 0)``)."""
+        pos = self.positions(index) - torch.tensor(self.padding, device=index.device)
+        size = torch.tensor(self.input_size, device=index.device)
+        inside = ((pos >= 0) & (pos < size)).all(-1) & ~self.is_prefix(index)
+        return torch.where(inside[..., None], pos, 0), inside
 
     @property
     def num_tokens(self) -> int:
@@ -72,6 +92,15 @@ class CandidateTable:
     @property
     def size(self) -> int:
         return self.index.shape[-1]
+
+    def duplicates(self) -> Tensor:
+        """``(..., Q, M)`` bool: sampled slots that repeat the forced query of slot 0."""
+        dup = self.index[..., 1:] == self.index[..., :1]
+        return torch.cat((torch.zeros_like(dup[..., :1]), dup), dim=-1)
+
+    def distinct(self) -> Tensor | None:
+        """``(..., Q, M)`` bool mask of the distinct candidates, ``None`` when all are."""
+        return ~self.duplicates() if self.forced_self else None
 
 
 def all_candidates(num_tokens: int, grid: Grid | None, device: torch.device) -> CandidateTable:
@@ -142,10 +171,11 @@ def conv_queries(
         first = ks // 2 if materialize_padding else ks // 2 - pad
         out.append(n)
         centres.append(first + torch.arange(n) * st)
+    pad = (0, 0)
     if materialize_padding:
-        height, width = height + 2 * padding[0], width + 2 * padding[1]
+        height, width, pad = height + 2 * padding[0], width + 2 * padding[1], padding
     index = (centres[0][:, None] * width + centres[1][None, :]).reshape(-1)
-    return Grid(height, width), index, (out[0], out[1])
+    return Grid(height, width, 0, pad), index, (out[0], out[1])
 
 
 def spatial_sample(grid: Grid, num_samples: int, device: torch.device) -> Tensor:

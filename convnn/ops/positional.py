@@ -1,7 +1,10 @@
 """Positional encodings of the selection features (SPEC §1.2).
 
-All functions take token positions from a :class:`~convnn.geometry.Grid`; prefix
-tokens (no position) get a zero encoding (``rope``: no rotation).
+All functions take token positions in the input map from a
+:class:`~convnn.ops.geometry.Grid`, independent of the zero padding around it: pixel
+``(0, 0)`` of the input has coordinates ``(-1, -1)`` whatever the padding. Prefix tokens
+(no position) and padding tokens get a zero encoding (``rope``: no rotation), so padding
+tokens stay zero tokens.
 """
 
 from __future__ import annotations
@@ -14,21 +17,15 @@ from ..options import ConvNNOptions
 from .geometry import Grid
 
 
-def _norm_coords(grid: Grid, index: Tensor, dtype: torch.dtype) -> Tensor:
-    """``(x, y)`` in ``[-1, 1]`` of tokens ``index`` ``(N,)`` -> ``(N, 2)``; prefix tokens 0."""
-    pos = grid.positions(index).to(dtype)
-    span = torch.tensor([max(grid.width - 1, 1), max(grid.height - 1, 1)], dtype=dtype)
-    xy = pos.flip(-1) / span.to(pos.device) * 2 - 1
-    if grid.width == 1:
-        xy[:, 0] = 0
-    if grid.height == 1:
-        xy[:, 1] = 0
-    return torch.where(grid.is_prefix(index)[:, None], torch.zeros_like(xy), xy)
-
-
 def coords(grid: Grid, index: Tensor, dtype: torch.dtype) -> Tensor:
-    """Normalized coordinates to append as 2 extra channels: ``(N, 2)``."""
-    return _norm_coords(grid, index, dtype)
+    """Normalized ``(x, y)`` in ``[-1, 1]`` over the input map, to append as 2 extra
+    channels: ``(N, 2)``; prefix and padding tokens get ``(0, 0)`` (they stay zero)."""
+    pos, inside = grid.input_positions(index)
+    H, W = grid.input_size
+    span = torch.tensor([max(W - 1, 1), max(H - 1, 1)], dtype=dtype, device=index.device)
+    xy = pos.flip(-1).to(dtype) / span * 2 - 1
+    xy = xy * torch.tensor([W > 1, H > 1], dtype=dtype, device=index.device)  # 1-wide: 0
+    return torch.where(inside[:, None], xy, 0.0)
 
 
 def _frequencies(dim: int, device: torch.device, dtype: torch.dtype) -> Tensor:
@@ -36,36 +33,37 @@ def _frequencies(dim: int, device: torch.device, dtype: torch.dtype) -> Tensor:
 
 
 def sincos(grid: Grid, index: Tensor, dim: int, dtype: torch.dtype) -> Tensor:
-    """Fixed 2-D sine-cosine encoding ``(N, dim)``; ``dim`` divisible by 4.
+    """Fixed 2-D sine-cosine encoding ``(N, dim)`` of input positions; ``dim`` divisible
+    by 4; prefix and padding tokens get zeros.
 
     The first half encodes the column, the second the row (MAE / timm convention)."""
-    pos = grid.positions(index).to(dtype)  # (N, 2) rows, cols
+    pos, inside = grid.input_positions(index)
+    pos = pos.to(dtype)
     freq = _frequencies(dim // 4, index.device, dtype)
     parts = []
     for axis in (1, 0):
         angle = pos[:, axis : axis + 1] * freq  # (N, dim/4)
         parts += [angle.sin(), angle.cos()]
-    enc = torch.cat(parts, dim=-1)
-    return torch.where(grid.is_prefix(index)[:, None], torch.zeros_like(enc), enc)
+    return torch.where(inside[:, None], torch.cat(parts, dim=-1), 0.0)
 
 
 def learned(grid: Grid, index: Tensor, table: Tensor) -> Tensor:
-    """Learned table ``(dim, H0, W0)`` resized bilinearly to the map: ``(N, dim)``."""
-    resized = F.interpolate(
-        table[None], size=(grid.height, grid.width), mode="bilinear", align_corners=False
-    )[0]
+    """Learned table ``(dim, H0, W0)`` resized bilinearly to the input map: ``(N, dim)``;
+    prefix and padding tokens get zeros."""
+    H, W = grid.input_size
+    resized = F.interpolate(table[None], size=(H, W), mode="bilinear", align_corners=False)[0]
     flat = resized.flatten(1).t()  # (H*W, dim)
-    t = (index - grid.num_prefix).clamp(min=0)
-    enc = flat[t]
-    return torch.where(grid.is_prefix(index)[:, None], torch.zeros_like(enc), enc)
+    pos, inside = grid.input_positions(index)
+    enc = flat[pos[:, 0] * W + pos[:, 1]]
+    return torch.where(inside[:, None], enc, 0.0)
 
 
 def rope(x: Tensor, grid: Grid, index: Tensor) -> Tensor:
     """2-D rotary encoding of ``x`` ``(B, N, D)``, ``D`` divisible by 4: the first half of
-    the channels is rotated by the column, the second half by the row."""
+    the channels is rotated by the input column, the second half by the row (prefix and
+    padding tokens are not rotated)."""
     dim = x.shape[-1]
-    pos = grid.positions(index).to(x.dtype)
-    pos = torch.where(grid.is_prefix(index)[:, None], torch.zeros_like(pos), pos)
+    pos = grid.input_positions(index)[0].to(x.dtype)
     freq = _frequencies(dim // 4, x.device, x.dtype)
     halves = []
     for half, axis in zip(x.chunk(2, dim=-1), (1, 0), strict=True):

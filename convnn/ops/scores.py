@@ -53,4 +53,4 @@ def dense_scores(
         return location
     features = candidate_features(key, table)
     feature = feature_scores(opts.mixed_feature, query, features, per_query)
-    return mixed_scores(feature, location, opts.lam)
+    return mixed_scores(feature, location, opts.lam, table.distinct())

@@ -59,7 +59,9 @@ def feature_scores(kind: str, q: Tensor, kc: Tensor, per_query: bool = False) ->
         if kind == "euclidean":
             if per_query:
                 sq = (q.unsqueeze(-2) - kc).square().sum(-1)
-            else:
+            else:  # |q|^2 + |k|^2 - 2 q.k, exact after centring both on one shared point
+                centre = kc.mean(-2, keepdim=True).detach()  # distances do not depend on it
+                q, kc = q - centre, kc - centre
                 q2 = q.square().sum(-1, keepdim=True)
                 k2 = kc.square().sum(-1).unsqueeze(-2)
                 sq = (q2 + k2 - 2 * _dot(q, kc, per_query)).clamp(min=0)
@@ -67,15 +69,28 @@ def feature_scores(kind: str, q: Tensor, kc: Tensor, per_query: bool = False) ->
         raise ValueError(f"similarity={kind!r} is not a feature similarity")
 
 
-def standardize(scores: Tensor) -> Tensor:
+def standardize(scores: Tensor, distinct: Tensor | None = None) -> Tensor:
     """Zero mean, unit variance over the candidates (last dim) of each query. A constant
-    row (standard deviation <= EPS) gives zeros with a zero gradient (not ``1 / EPS``)."""
-    centred = scores - scores.mean(-1, keepdim=True)
-    var = centred.square().mean(-1, keepdim=True)
+    row (standard deviation <= EPS) gives zeros with a zero gradient (not ``1 / EPS``).
+
+    ``distinct``: ``(..., M)`` bool, broadcastable to ``scores``; the statistics are
+    taken over these candidates only (a sampled table lists the query twice when it is
+    also in the sample: once forced, once sampled)."""
+    if distinct is None:
+        centred = scores - scores.mean(-1, keepdim=True)
+        var = centred.square().mean(-1, keepdim=True)
+    else:
+        w = distinct.to(scores.dtype)
+        count = w.sum(-1, keepdim=True)
+        centred = scores - (scores * w).sum(-1, keepdim=True) / count
+        var = (centred.square() * w).sum(-1, keepdim=True) / count
     flat = var <= EPS**2
     return torch.where(flat, 0.0, centred / torch.where(flat, 1.0, var).sqrt())
 
 
-def mixed_scores(feature: Tensor, location: Tensor, lam: float) -> Tensor:
-    """``lam * standardized feature + (1 - lam) * standardized location`` similarity."""
-    return lam * standardize(feature) + (1 - lam) * standardize(location)
+def mixed_scores(
+    feature: Tensor, location: Tensor, lam: float, distinct: Tensor | None = None
+) -> Tensor:
+    """``lam * standardized feature + (1 - lam) * standardized location`` similarity
+    (statistics over the ``distinct`` candidates, see :func:`standardize`)."""
+    return lam * standardize(feature, distinct) + (1 - lam) * standardize(location, distinct)

@@ -65,15 +65,9 @@ def top_k(
     in rank order or, for ``order="offset"``, in raster order of the neighbor position.
     ``exact_sort`` (the reference backend) ranks with a full stable sort.
     """
-    if table.forced_self:
-        dup = table.index[:, 1:] == table.index[:, :1]  # (Nq, r)
-        scores = torch.cat(
-            (
-                torch.full_like(scores[..., :1], float("inf")),
-                scores[..., 1:].masked_fill(dup, float("-inf")),
-            ),
-            dim=-1,
-        )
+    if table.forced_self:  # slot 0 (the query) always, its sampled copy never
+        scores = torch.cat((torch.full_like(scores[..., :1], float("inf")), scores[..., 1:]), -1)
+        scores = scores.masked_fill(table.duplicates(), float("-inf"))
     slots = stable_sorted(scores, k) if exact_sort else ranked_slots(scores, k)
     index = table.index.expand(scores.shape).gather(-1, slots)
     if order == "offset":
