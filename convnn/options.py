@@ -22,6 +22,7 @@ Kernel = Literal["standard", "depthwise", "separable", "sum"]
 PositionalEncoding = Literal["none", "coords", "sincos", "learned", "rope"]
 Order = Literal["auto", "rank", "offset"]
 WindowBorder = Literal["pad", "shift"]
+SampleScope = Literal["batch", "example", "head"]
 Backend = Literal[
     "auto", "reference", "fast", "conv", "window_attention", "shifts", "sdpa", "dense", "blocked"
 ]
@@ -60,6 +61,10 @@ class ConvNNOptions:
         kernel: aggregation kernel, see :mod:`convnn.aggregation`.
         positional_encoding: added to the selection features only (``coords``
             appends 2 channels, also to the values when ``coords_to_values``).
+        sample_scope: who shares a ``random`` draw in training: the whole ``batch``
+            (every example and head, as the paper's code), each ``example`` (its heads
+            share it) or each ``head`` of each example. In eval the draw is fixed (hashed
+            from ``sample_seed``): one for all examples, per head for ``head``.
         sample_seed: seed of the fixed ``random`` candidate set used in eval mode.
         selection_budget_mb: the fast backend selects over blocks of queries whose
             similarity block stays under this many MiB; ``None``: 4 MiB on the CPU
@@ -82,6 +87,7 @@ class ConvNNOptions:
     kernel: Kernel = "standard"
     positional_encoding: PositionalEncoding = "none"
     coords_to_values: bool = False
+    sample_scope: SampleScope = "batch"
     sample_seed: int = 0
     selection_budget_mb: float | None = None
     backend: Backend = "auto"
@@ -100,6 +106,7 @@ class ConvNNOptions:
         check_choice("order", self.order, Order)
         check_choice("kernel", self.kernel, Kernel)
         check_choice("positional_encoding", self.positional_encoding, PositionalEncoding)
+        check_choice("sample_scope", self.sample_scope, SampleScope)
         check_choice("backend", self.backend, Backend)
         if self.selection_budget_mb is not None and self.selection_budget_mb <= 0:
             raise OptionError(

@@ -86,6 +86,7 @@ class TokenCall:
             self.sample,
             self.training,
             self.generator,
+            tuple(self.query.shape[:-2]),
         )
 
     def with_bias(self, out: Tensor) -> Tensor:

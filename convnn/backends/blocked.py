@@ -27,16 +27,16 @@ from .gather import gather_dot, weighted_gather_sum
 
 def _rows(table: CandidateTable, distance: Tensor | None, rows: slice):
     """The table and distances of the queries ``rows`` (shared tables stay whole)."""
-    per_query = table.index.shape[0] > 1
+    per_query = table.index.shape[-2] > 1
     sub = CandidateTable(
-        table.index[rows] if per_query else table.index,
+        table.index[..., rows, :] if per_query else table.index,
         None,
         table.forced_self,
         table.has_null,
     )
     dist = None
     if distance is not None:
-        dist = distance[rows] if distance.shape[0] > 1 else distance
+        dist = distance[..., rows, :] if distance.shape[-2] > 1 else distance
     return sub, dist
 
 

@@ -196,37 +196,60 @@ def random_sample(
     num_samples: int,
     device: torch.device,
     generator: torch.Generator | None = None,
+    shape: tuple[int, ...] = (),
 ) -> Tensor:
-    """``r`` distinct tokens drawn uniformly, sorted into raster order: ``(r,)`` long.
+    """``r`` distinct tokens drawn uniformly, sorted into raster order: ``(*shape, r)`` long,
+    an independent draw for every index of ``shape``.
 
     Draws from ``generator`` (on its own device) or, when ``None``, from the global RNG.
     """
     gen_device = generator.device if generator is not None else device
-    perm = torch.randperm(num_tokens, generator=generator, device=gen_device)
-    return perm[:num_samples].sort().values.to(device)
+    if not shape:
+        perm = torch.randperm(num_tokens, generator=generator, device=gen_device)
+    else:
+        keys = torch.rand(*shape, num_tokens, generator=generator, device=gen_device)
+        perm = keys.argsort(-1)
+    return perm[..., :num_samples].sort(-1).values.to(device)
 
 
-def hashed_sample(num_tokens: int, num_samples: int, seed: int, device: torch.device) -> Tensor:
-    """A fixed pseudo-random choice of ``r`` distinct tokens for evaluation, sorted.
+def hashed_sample(
+    num_tokens: int, num_samples: int, seed: int | Tensor, device: torch.device
+) -> Tensor:
+    """A fixed pseudo-random choice of ``r`` distinct tokens for evaluation, sorted:
+    ``(*seed.shape, r)``, one choice per seed.
 
     A splitmix64 hash of ``(token, seed)`` ranks the tokens: the same on every call
     and device, with no ``torch.Generator`` (so it compiles without graph breaks).
     """
+    seed = torch.as_tensor(seed, device=device, dtype=torch.int64)[..., None]
     z = torch.arange(num_tokens, device=device, dtype=torch.int64) + seed * 0x9E3779B9 + 1
     z = z * 0x2545F4914F6CDD1D
     z = (z ^ (z >> 30)) * -0x40A7B892E31B1A47  # 0xBF58476D1CE4E5B9 as int64
     z = (z ^ (z >> 27)) * -0x6B2FB644ECCEEE15  # 0x94D049BB133111EB as int64
     z = z ^ (z >> 31)
-    return z.argsort()[:num_samples].sort().values
+    return z.argsort(-1)[..., :num_samples].sort(-1).values
 
 
 def sampled_candidates(sample: Tensor, query_index: Tensor, grid: Grid | None) -> CandidateTable:
-    """Shared sample plus the query itself in slot 0: ``(Nq, 1 + r)``."""
-    index = torch.cat(
-        (query_index[:, None], sample[None, :].expand(query_index.shape[0], -1)), dim=1
-    )
+    """The sample ``(..., r)`` plus the query itself in slot 0: ``(..., Nq, 1 + r)``
+    (leading dims of a per-example or per-head sample broadcast over the batch dims)."""
+    Nq = query_index.shape[0]
+    own = query_index[:, None].expand(*sample.shape[:-1], Nq, 1)
+    index = torch.cat((own, sample[..., None, :].expand(*sample.shape[:-1], Nq, -1)), dim=-1)
     position = grid.positions(index) if grid is not None else None
     return CandidateTable(index, position, forced_self=True)
+
+
+def sample_shape(scope: str, batch: tuple[int, ...], training: bool) -> tuple[int, ...]:
+    """Leading dims of the ``random`` sample for a call with batch dims ``batch`` (e.g.
+    ``(B, heads)``): ``()`` one for the call (``batch`` scope); ``(B, 1, ...)`` one per
+    example; ``batch`` one per example and head. In eval a sample is the fixed hashed one,
+    the same for every example: ``(1, heads...)`` for the ``head`` scope, else ``()``."""
+    if scope == "batch" or not batch or (scope == "example" and not training):
+        return ()
+    if scope == "example":
+        return (batch[0],) + (1,) * (len(batch) - 1)
+    return tuple(batch) if training else (1, *batch[1:])
 
 
 def chebyshev_distance(query_index: Tensor, table: CandidateTable, grid: Grid) -> Tensor:
@@ -254,12 +277,14 @@ def candidate_table(
     sample: Tensor | None = None,
     training: bool = False,
     generator: torch.Generator | None = None,
+    batch: tuple[int, ...] = (),
 ) -> CandidateTable:
-    """The candidate table for ``opts.candidates``.
+    """The candidate table for ``opts.candidates``: ``index`` ``(..., Q, M)``.
 
     ``random``: ``sample`` if given; else, in training, a fresh draw from
     ``generator`` (or the global RNG) and, in eval, a fixed draw seeded by
-    ``opts.sample_seed`` so that evaluation is reproducible.
+    ``opts.sample_seed`` so that evaluation is reproducible; one draw per call, per
+    example or per example and head of the batch dims ``batch`` (``opts.sample_scope``).
     """
     device = query_index.device
     if opts.candidates == "all":
@@ -268,10 +293,13 @@ def candidate_table(
         return window_candidates(query_index, grid, opts.window_shape, opts.window_border)  # type: ignore
     if opts.candidates == "spatial":
         return sampled_candidates(spatial_sample(grid, opts.num_samples, device), query_index, grid)  # type: ignore
+    shape = sample_shape(opts.sample_scope, batch, training)
     if sample is None and training:
-        sample = random_sample(num_tokens, opts.num_samples, device, generator)  # type: ignore
+        sample = random_sample(num_tokens, opts.num_samples, device, generator, shape)  # type: ignore
     elif sample is None:
-        sample = hashed_sample(num_tokens, opts.num_samples, opts.sample_seed, device)  # type: ignore
+        heads = torch.arange(math.prod(shape), device=device).view(shape)  # one seed per head
+        seed = opts.sample_seed + 7919 * heads
+        sample = hashed_sample(num_tokens, opts.num_samples, seed, device)  # type: ignore
     return sampled_candidates(sample, query_index, grid)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from ..options import ConvNNOptions
-from .gather import with_null_row
+from .gather import gather_tokens, with_null_row
 from .geometry import CandidateTable, Grid, chebyshev_distance
 from .similarity import feature_scores, mixed_scores, score_dtype
 
@@ -16,6 +16,8 @@ def candidate_features(key: Tensor, table: CandidateTable) -> Tensor:
     """``(*, M, D)`` for a shared table, ``(*, Nq, M, D)`` for a per-query one."""
     N = key.shape[-2]
     index = table.index
+    if index.dim() > 2:  # a table per example (and head): gather rows batch by batch
+        return gather_tokens(key, index.expand(*key.shape[:-2], *index.shape[-2:]), table.has_null)
     if index.shape[0] == 1 and index.shape[1] == N and not table.forced_self:
         return key  # all tokens, in order
     if table.has_null:  # no contiguous copy otherwise: indexing takes strided keys
@@ -44,7 +46,7 @@ def dense_scores(
 
     ``distance``: ``(Nq or 1, M)`` Chebyshev distances, needed by ``location``/``mixed``.
     """
-    per_query = table.index.shape[0] > 1
+    per_query = table.index.shape[-2] > 1
     if kind in FEATURE:
         return feature_scores(kind, query, candidate_features(key, table), per_query)
     location = -distance.to(score_dtype(query.dtype))  # type: ignore[union-attr]
