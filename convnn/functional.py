@@ -10,15 +10,13 @@ aggregation kernel; :mod:`convnn.backends.reference` spells it out.
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from .backends import MapCall, TokenCall, blocked, choose_backend, reference, resolve_backend
 from .backends.conv import location_as_window
-from .errors import OptionError
+from .checks import check_call
 from .ops.geometry import CandidateTable, Grid, candidate_table, conv_queries
 from .ops.positional import encode_positions
 from .options import ConvNNOptions
@@ -32,80 +30,6 @@ __all__ = [
     "encode_positions",
     "select_neighbors",
 ]
-
-
-def _check_inputs(
-    opts: ConvNNOptions,
-    value: Tensor,
-    query: Tensor,
-    key: Tensor,
-    grid: Grid | None,
-    query_index: Tensor,
-    weight_channels: int | None,
-) -> None:
-    """All shape and size checks, before any computation."""
-    if value.dim() < 3 or query.dim() != value.dim() or key.dim() != value.dim():
-        raise ValueError(
-            "value, query and key must be (*, N, C) token tensors with the same batch dims"
-        )
-    *batch, N, C = value.shape
-    if key.shape[:-1] != value.shape[:-1]:
-        raise ValueError(f"key has shape {tuple(key.shape)}; expected (*, N, D) with N={N}")
-    if query.shape[:-2] != value.shape[:-2] or query.shape[-2] != query_index.shape[0]:
-        raise ValueError(
-            f"query has shape {tuple(query.shape)}; expected (*, Nq, D) with Nq = "
-            f"{query_index.shape[0]} queries"
-        )
-    if query.shape[-1] != key.shape[-1]:
-        raise ValueError(f"query has {query.shape[-1]} channels but key has {key.shape[-1]}")
-    if weight_channels is not None and weight_channels != C:
-        raise ValueError(
-            f"input has {C} channels but the kernel expects in_channels={weight_channels}"
-        )
-    if grid is None and opts.needs_grid:
-        raise ValueError(
-            "a grid (H, W) is required by the chosen similarity, candidates or positional_encoding"
-        )
-    if grid is not None and grid.num_tokens != N:
-        raise ValueError(
-            f"grid {grid.num_prefix} + {grid.height}x{grid.width} does not match N={N} tokens"
-        )
-    if opts.candidates in ("random", "spatial") and opts.num_samples > N:  # type: ignore[operator]
-        raise ValueError(
-            f"num_samples={opts.num_samples} is larger than the N={N} tokens; "
-            f"allowed: k <= num_samples <= {N}"
-        )
-    if opts.sequence and grid is not None and grid.height != 1:
-        raise OptionError(
-            f"sequence=True needs a one-row grid, got {grid.height}x{grid.width}", key="sequence"
-        )
-    if opts.candidates == "spatial" and grid.height > 1:  # type: ignore[union-attr]
-        side = math.isqrt(opts.num_samples)  # type: ignore[arg-type]
-        if side > min(grid.height, grid.width):  # type: ignore[union-attr]
-            raise ValueError(
-                f"num_samples={opts.num_samples} asks for a {side}x{side} grid, "
-                f"larger than the {grid.height}x{grid.width} map"
-            )  # type: ignore
-    if opts.candidates == "window":
-        if grid.num_prefix:  # type: ignore[union-attr]
-            raise ValueError("candidates='window' does not support prefix (class) tokens")
-        sh, sw = opts.window_shape
-        if opts.window_border == "shift" and (sh > grid.height or sw > grid.width):  # type: ignore
-            raise ValueError(
-                f"window_size={opts.window_size} is larger than the "
-                f"{grid.height}x{grid.width} map; window_border='shift' needs "
-                "the window inside the map"
-            )  # type: ignore
-    if opts.k is not None and opts.candidates == "all" and opts.k > N:
-        raise ValueError(
-            f"k={opts.k} is larger than the N={N} candidate tokens; allowed: 1 <= k <= {N}"
-        )
-    dim = key.shape[-1]
-    if opts.positional_encoding in ("sincos", "rope") and dim % 4:
-        raise ValueError(
-            f"positional_encoding={opts.positional_encoding!r} needs the selection "
-            f"feature dimension divisible by 4, got {dim}"
-        )
 
 
 def convnn(
@@ -160,7 +84,7 @@ def convnn(
         weight_channels -= (
             2 if opts.positional_encoding == "coords" and opts.coords_to_values else 0
         )
-    _check_inputs(opts, value, query, key, grid, query_index, weight_channels)
+    check_call(opts, value, query, key, grid, query_index, weight_channels)
     k = opts.k if opts.k is not None else opts.max_k(N)
     name = resolve_backend(backend or opts.backend)
     query, key, value = encode_positions(opts, query, key, value, grid, query_index, pos_table)

@@ -11,6 +11,7 @@ from .errors import OptionError
 
 __all__ = [
     "check_choice",
+    "check_input",
     "check_int",
     "check_names",
     "check_number",
@@ -45,6 +46,28 @@ def check_names(what: str, names: Iterable[str], allowed: Iterable[str]) -> None
         raise OptionError(
             f"unknown {what} {unknown}{suggestion(unknown[0], allowed)} (allowed: {allowed})",
             key=unknown[0],
+        )
+
+
+def check_input(
+    layer: str, x: object, layout: str, channels: int, channel_dim: int, name: str
+) -> None:
+    """Raise unless ``x`` is a floating-point tensor of ``layout`` (e.g. ``"(B, C, H, W)"``,
+    its rank) with ``channels`` along ``channel_dim``; ``name`` is the layer's width
+    argument (``in_channels``, ``dim``)."""
+    rank = layout.count(",") + 1
+    shape = tuple(getattr(x, "shape", ()))
+    if len(shape) != rank:
+        raise OptionError(f"{layer} expects {layout}, got shape {shape}", key="input")
+    if not x.is_floating_point():  # type: ignore[attr-defined]
+        raise OptionError(
+            f"{layer} expects a floating-point input, got {x.dtype}",
+            key="input",  # type: ignore[attr-defined]
+        )
+    if shape[channel_dim] != channels:
+        raise OptionError(
+            f"input has {shape[channel_dim]} channels; this layer has {name}={channels}",
+            key=name,
         )
 
 

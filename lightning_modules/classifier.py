@@ -27,6 +27,7 @@ from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
 import convnn  # noqa: F401  (registers the convnn_* models in timm)
+from convnn.models.check import CONVNN_LAYERS, check_sizes
 from convnn.validation import check_choice
 
 from .checkpoint_io import check_state_dict
@@ -48,6 +49,19 @@ def _create_model(name: str, num_classes: int, in_chans: int, kwargs: dict[str, 
     if clash:
         raise ValueError(f"model_kwargs may not set {clash}: they come from the DataModule")
     return timm.create_model(name, num_classes=num_classes, in_chans=in_chans, **kwargs)
+
+
+def _check_sizes(
+    net: nn.Module, name: str, input_size: tuple[int, int, int], kwargs: dict[str, Any] | None
+) -> None:
+    """ConvNN options against the token counts of ``input_size`` inputs, before any work
+    (:func:`convnn.models.check_sizes`: one shape-only pass, on a meta-device copy unless
+    ``net`` is already there)."""
+    if not any(isinstance(m, CONVNN_LAYERS) for m in net.modules()):
+        return
+    meta = next(net.parameters()).is_meta
+    extra = {"num_classes": 1, "in_chans": input_size[0], **(kwargs or {})}
+    check_sizes(net if meta else name, input_size, **({} if meta else extra))
 
 
 class ImageClassifier(L.LightningModule):
@@ -117,6 +131,7 @@ class ImageClassifier(L.LightningModule):
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"label_smoothing={label_smoothing} must be in [0, 1)")
         self.model = _create_model(model, num_classes, in_chans, dict(model_kwargs or {}))
+        _check_sizes(self.model, model, (in_chans, image_size, image_size), model_kwargs)
         self.ema = None
         if ema:
             self.ema = ModelEmaV3(self.model, decay=ema_decay, use_warmup=ema_warmup)

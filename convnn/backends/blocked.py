@@ -20,7 +20,7 @@ from ..ops.aggregation import aggregate
 from ..ops.gather import gather_tokens, with_null_row
 from ..ops.geometry import CandidateTable
 from ..ops.scores import dense_scores, spatial_distance
-from ..ops.similarity import EPS, score_dtype, unit
+from ..ops.similarity import EPS, autocast_off, score_dtype, unit
 from . import Path, TokenCall, register
 from .gather import gather_dot, weighted_gather_sum
 
@@ -76,7 +76,7 @@ def gathered_feature_scores(
     ``selected``: the same scores from the selection pass (no gradient); for ``dot``
     and ``cosine`` they are reused as the forward values and only the backward runs.
     """
-    with torch.autocast(query.device.type, enabled=False):
+    with autocast_off(query.device):
         dtype = score_dtype(query.dtype)
         q, k = query.to(dtype), key.to(dtype)
         if kind == "euclidean":

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..ops.geometry import conv_output_size
-from ..ops.similarity import EPS, mixed_scores, score_dtype, unit
+from ..ops.similarity import EPS, autocast_off, mixed_scores, score_dtype, unit
 from ..options import ConvNNOptions
 from . import MapCall, Path, register
 from .window_attention import window_attention
@@ -110,7 +110,7 @@ def _window_scores(
         return mixed_scores(feature.movedim(1, -1), location.movedim(1, -1), opts.lam).movedim(
             -1, 1
         )
-    with torch.autocast(query.device.type, enabled=False):
+    with autocast_off(query.device):
         q = query.to(dtype)
         ts = [t.to(dtype) for t in taps]
         if kind == "euclidean":

@@ -17,6 +17,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from ..ops.gather import flat_rows, gather_rows, with_null_row
+from ..ops.similarity import autocast_off
 from . import triton_kernels
 
 BLOCK_BYTES = 16 * 2**20
@@ -47,7 +48,7 @@ def _gather_sum(v: Tensor, index: Tensor, w: Tensor) -> Tensor:
         return triton_kernels.gather_sum(v.expand(*index.shape[:-2], *v.shape[-2:]), index, w)
     out = v.new_empty(*index.shape[:-1], v.shape[-1])
     rows = _block_rows(index, v.shape[-1])
-    with torch.autocast(v.device.type, enabled=False):  # a weighted sum, in v's dtype
+    with autocast_off(v.device):  # a weighted sum, in v's dtype
         for s in range(0, index.shape[-2], rows):
             block = index[..., s : s + rows, :]
             weights = w[..., s : s + rows, None, :].to(v.dtype)  # (*, rows, 1, k)

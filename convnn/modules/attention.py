@@ -27,7 +27,7 @@ from ..errors import OptionError
 from ..functional import Grid, convnn
 from ..ops.aggregation import weight_shapes
 from ..options import ConvNNOptions, make_options, options_repr
-from ..validation import check_positive_int
+from ..validation import check_input, check_positive_int
 from .branching import convnn_share
 
 ATTENTION_DEFAULTS: dict[str, Any] = dict(
@@ -154,7 +154,10 @@ class ConvNNAttention(nn.Module):
         """
         by_features = self.options.similarity != "location" and self.options.k is not None
         if not (
-            by_features and self.float32_selection and torch.is_autocast_enabled(x.device.type)
+            by_features
+            and self.float32_selection
+            and not x.is_meta
+            and torch.is_autocast_enabled(x.device.type)
         ):
             return q, k
         B, N, _ = x.shape
@@ -172,6 +175,7 @@ class ConvNNAttention(nn.Module):
         self, x: Tensor, attn_mask: Tensor | None = None, is_causal: bool = False
     ) -> Tensor:
         """``(B, N, dim) -> (B, N, dim_out)``. Masks apply to plain attention heads only."""
+        check_input(type(self).__name__, x, "(B, N, dim)", self.qkv.in_features, 2, "dim")
         B, N, _ = x.shape
         h, hc, hd = self.num_heads, self.convnn_heads, self.head_dim
         if hc and (attn_mask is not None or is_causal):

@@ -17,7 +17,7 @@ from ..errors import OptionError
 from ..functional import convnn2d
 from ..ops.aggregation import weight_shapes
 from ..options import ConvNNOptions, make_options, options_repr
-from ..validation import check_positive_int
+from ..validation import check_input, check_positive_int
 
 
 def _pair(value: int | tuple[int, int], name: str) -> tuple[int, int]:
@@ -143,10 +143,6 @@ class _ConvNNNd(nn.Module):
             nn.init.trunc_normal_(self.pos_table, std=0.02)
 
     def _forward_map(self, x: Tensor) -> Tensor:
-        if x.shape[1] != self.in_channels:
-            raise ValueError(
-                f"input has {x.shape[1]} channels; this layer has in_channels={self.in_channels}"
-            )
         return convnn2d(
             x,
             options=self.options,
@@ -216,8 +212,7 @@ class ConvNN2d(_ConvNNNd):
 
     def forward(self, x: Tensor) -> Tensor:
         """``(B, C, H, W) -> (B, O, Ho, Wo)``."""
-        if x.dim() != 4:
-            raise ValueError(f"ConvNN2d expects (B, C, H, W), got shape {tuple(x.shape)}")
+        check_input("ConvNN2d", x, "(B, C, H, W)", self.in_channels, 1, "in_channels")
         return self._forward_map(x)
 
     @classmethod
@@ -300,6 +295,5 @@ class ConvNN1d(_ConvNNNd):
 
     def forward(self, x: Tensor) -> Tensor:
         """``(B, C, L) -> (B, O, Lo)``."""
-        if x.dim() != 3:
-            raise ValueError(f"ConvNN1d expects (B, C, L), got shape {tuple(x.shape)}")
+        check_input("ConvNN1d", x, "(B, C, L)", self.in_channels, 1, "in_channels")
         return self._forward_map(x.unsqueeze(2)).squeeze(2)

@@ -9,12 +9,21 @@ precision never changes which neighbors are selected.
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
 from torch import Tensor
 
 EPS = 1e-8
+
+
+def autocast_off(device: torch.device) -> contextlib.AbstractContextManager:
+    """Autocast switched off on ``device`` (nothing to switch on the ``meta`` device, where
+    models are checked shape by shape)."""
+    if device.type == "meta":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, enabled=False)
 
 
 def score_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -49,7 +58,7 @@ def feature_scores(kind: str, q: Tensor, kc: Tensor, per_query: bool = False) ->
         gradient (:func:`unit`); the distance is ``sqrt(d^2 + eps)`` so that coincident
         tokens have finite gradients.
     """
-    with torch.autocast(q.device.type, enabled=False):
+    with autocast_off(q.device):
         dtype = score_dtype(q.dtype)
         q, kc = q.to(dtype), kc.to(dtype)
         if kind == "dot":
