@@ -1,7 +1,11 @@
-"""The 8x8 handwritten digits that ship inside scikit-learn: the default that needs no download."""
+"""The 8x8 handwritten digits that ship inside scikit-learn: the default that needs no download.
+
+``datamodules/digits_folder.py`` writes them as a folder of image files in ImageNet's layout.
+"""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -22,6 +26,20 @@ def load_digit_images(image_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     if image_size != 8:
         images = F.interpolate(images, size=(image_size, image_size), mode="bilinear")
     return images.clamp_(0, 1), torch.tensor(digits.target, dtype=torch.long)
+
+
+def split_digits(
+    labels: torch.Tensor, val_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Indices ``(train, val)`` of the stratified split fixed by ``seed``."""
+    from sklearn.model_selection import train_test_split
+
+    return train_test_split(
+        np.arange(len(labels)),
+        test_size=val_fraction,
+        random_state=seed,
+        stratify=labels.numpy(),
+    )
 
 
 class DigitsDataModule(ImageClassificationDataModule):
@@ -65,15 +83,8 @@ class DigitsDataModule(ImageClassificationDataModule):
 
     def load_splits(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         if not self.splits:
-            from sklearn.model_selection import train_test_split
-
             images, labels = load_digit_images(self.image_size)
-            train, val = train_test_split(
-                torch.arange(len(labels)).numpy(),
-                test_size=self.val_fraction,
-                random_state=self.seed,
-                stratify=labels.numpy(),
-            )
+            train, val = split_digits(labels, self.val_fraction, self.seed)
             for name, index in (("train", train), ("val", val)):
                 index = torch.from_numpy(index)
                 self.splits[name] = (images[index], labels[index])

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from PIL import Image
+from timm.data.auto_augment import AugmentOp
 from torchvision.datasets import ImageFolder
 
 from convnn.errors import OptionError
@@ -22,12 +23,80 @@ from .base import (
     Split,
     check_image_size,
 )
-from .transforms import imagenet_transform
+from .transforms import DEFAULT_RATIO, DEFAULT_SCALE, imagenet_transform
 
 Interpolation = Literal["bicubic", "bilinear", "nearest", "random"]
 CorruptImages = Literal["fail", "skip"]
+ColorJitter = float | tuple[float, float, float] | tuple[float, float, float, float] | None
 UNREADABLE = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 """What PIL raises for a truncated, corrupt or non-image file."""
+
+
+def is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def check_range(name: str, value: Any, allowed: str, ok: Any) -> None:
+    """Raise ``OptionError`` unless ``value`` is two numbers ``(low, high)`` with ``ok(low,
+    high)``; ``allowed`` describes the condition."""
+    pair = isinstance(value, list | tuple) and len(value) == 2 and all(map(is_number, value))
+    if not pair or not ok(*value):
+        raise OptionError(
+            f"{name}={value!r} is not allowed; expected [low, high] {allowed}", key=name
+        )
+
+
+def check_jitter(value: Any) -> None:
+    """``color_jitter``: ``None``, a number >= 0, or 3 or 4 of them (the 4th, hue, <= 0.5)."""
+    values = [value] if is_number(value) else value
+    ok = value is None or (
+        isinstance(values, list | tuple)
+        and len(values) in (1, 3, 4)
+        and all(is_number(v) and v >= 0 for v in values)
+        and (len(values) < 4 or values[3] <= 0.5)
+    )
+    if not ok:
+        raise OptionError(
+            f"color_jitter={value!r} is not allowed; expected None, a number >= 0, or 3 "
+            "numbers >= 0 (brightness, contrast, saturation) or 4 (and hue <= 0.5)",
+            key="color_jitter",
+        )
+
+
+class TransformError(Exception):
+    """A transform step raised: ``step`` names it (with the timm op that failed, if any),
+    ``detail`` is the error on one line."""
+
+    def __init__(self, step: str, err: Exception) -> None:
+        message = " ".join(str(err).split())
+        self.step = step
+        self.detail = f"{type(err).__name__}: {message}" if message else type(err).__name__
+        super().__init__(f"{step} ({self.detail})")
+
+
+def step_name(step: Any, err: BaseException) -> str:
+    """``step``'s class name; for timm's RandAugment, AutoAugment and AugMix also the name of
+    the ``AugmentOp`` that raised (found in the traceback), e.g. ``RandAugment op Posterize``."""
+    name = type(step).__name__
+    tb = err.__traceback__
+    while tb is not None:
+        op = tb.tb_frame.f_locals.get("self")
+        if isinstance(op, AugmentOp) and op is not step:
+            return f"{name} op {op.name}"
+        tb = tb.tb_next
+    return name
+
+
+def apply_transform(transform: Any, image: Any) -> Any:
+    """``transform(image)``, one step of a ``Compose`` at a time; a step that raises is named
+    in the :class:`TransformError` raised from its error."""
+    steps = transform.transforms if hasattr(transform, "transforms") else [transform]
+    for step in steps:
+        try:
+            image = step(image)
+        except Exception as err:
+            raise TransformError(step_name(step, err), err) from err
+    return image
 
 
 def class_folders(split_dir: Path) -> list[str]:
@@ -62,12 +131,14 @@ def read_image(path: str) -> Image.Image:
 
 
 class CheckedImageFolder(ImageFolder):
-    """``ImageFolder`` whose unreadable images (truncated, corrupt, not an image) are handled.
+    """``ImageFolder`` whose unreadable images (truncated, corrupt, not an image) and images
+    on which a transform step raises are handled.
 
-    ``corrupt_images="fail"`` raises :class:`DataError` naming the file; ``"skip"`` warns
-    with the file and the running count of skipped files (``skipped``, per process) and
-    serves the next readable image instead, so batches keep their size. ``scan()`` decodes
-    every image up front and drops the unreadable ones (or fails) before any training.
+    ``corrupt_images="fail"`` raises :class:`DataError` naming the file (and the transform
+    step); ``"skip"`` warns with the file, the reason and the running count of skipped files
+    (``skipped``, per process) and serves the next usable image instead, so batches keep
+    their size. ``scan()`` decodes every image up front and drops the unreadable ones (or
+    fails) before any training (transforms are random: their failures show when they happen).
     """
 
     def __init__(self, root: str, transform: Any, corrupt_images: CorruptImages) -> None:
@@ -88,6 +159,19 @@ class CheckedImageFolder(ImageFolder):
             stacklevel=3,
         )
 
+    def _untransformable(self, path: str, err: TransformError) -> None:
+        if self.corrupt_images == "fail":
+            raise DataError(
+                f"transform {err.step} failed on image '{path}' ({err.detail}); fix the "
+                "transform or the image, or set the DataModule's corrupt_images: skip"
+            ) from err.__cause__
+        self.skipped += 1
+        warnings.warn(
+            f"skipped image '{path}': transform {err.step} failed ({err.detail}); "
+            f"{self.skipped} skipped so far in '{self.root}'",
+            stacklevel=3,
+        )
+
     def __getitem__(self, index: int) -> tuple[Any, int]:
         for offset in range(len(self.samples)):
             path, target = self.samples[(index + offset) % len(self.samples)]
@@ -96,8 +180,13 @@ class CheckedImageFolder(ImageFolder):
             except UNREADABLE as err:
                 self._unreadable(path, err)
                 continue
-            return self.transform(image) if self.transform else image, target
-        raise DataError(f"no readable image in '{self.root}'")
+            if self.transform is None:
+                return image, target
+            try:
+                return apply_transform(self.transform, image), target
+            except TransformError as err:
+                self._untransformable(path, err)
+        raise DataError(f"no usable image in '{self.root}'")
 
     def scan(self, threads: int = 1) -> None:
         """Decode every image now; unreadable ones fail or are dropped from ``samples``."""
@@ -130,14 +219,26 @@ class ImageNetDataModule(ImageClassificationDataModule):
     1,281,167 training and 50,000 validation images (the validation split also serves test
     and predict; 50,000 divides by 1, 2, 4, 5, 8, 10 and 16 processes).
 
-    Training uses timm's transform: random-resized crop to ``image_size``, horizontal flip,
-    ``auto_augment`` (timm policy string; ``None`` for colour jitter instead), normalization,
-    random erasing with probability ``re_prob``. Evaluation resizes to ``image_size /
-    crop_pct`` and center-crops ``image_size``.
+    Training uses timm's transform (``timm.data.create_transform``; the arguments below carry
+    timm's names): random-resized crop to ``image_size``, flips, ``auto_augment`` (a timm
+    policy string) or else colour jitter, normalization, random erasing with probability
+    ``re_prob``. The defaults are timm's ImageNet recipe; small or non-photographic images
+    (digits, glyphs, icons) usually want a milder crop and no flips or jitter, e.g.
+    ``scale=(0.6, 1.0), hflip=0, color_jitter=0``. Evaluation resizes to ``image_size /
+    crop_pct`` and center-crops ``image_size``. A transform step that raises on an image is
+    handled like an unreadable image (``corrupt_images``), naming the file and the step.
 
     Args:
         root: folder that holds ``train`` and ``val``.
         image_size: side of the network's input (>= 8).
+        scale: range of the random-resized crop's area, as fractions of the image's, with
+            ``0 < low <= high <= 1`` (ImageNet: ``(0.08, 1.0)``).
+        ratio: range of the crop's aspect ratio (width / height), ``0 < low <= high``.
+        hflip: probability of a horizontal flip, in [0, 1] (0: none).
+        vflip: probability of a vertical flip, in [0, 1].
+        color_jitter: brightness, contrast and saturation jitter (one number for all three,
+            or 3 numbers, or 4 with hue), each >= 0; 0 or ``None``: none. timm applies it only
+            when ``auto_augment`` is ``None``.
         auto_augment: timm augmentation policy, e.g. ``"rand-m9-mstd0.5-inc1"``, or ``None``.
         re_prob: random-erasing probability, in [0, 1].
         crop_pct: evaluation center-crop fraction, in (0, 1].
@@ -158,6 +259,11 @@ class ImageNetDataModule(ImageClassificationDataModule):
         num_workers: int = 4,
         pin_memory: bool = True,
         persistent_workers: bool = True,
+        scale: tuple[float, float] = DEFAULT_SCALE,
+        ratio: tuple[float, float] = DEFAULT_RATIO,
+        hflip: float = 0.5,
+        vflip: float = 0.0,
+        color_jitter: ColorJitter = 0.4,
         auto_augment: str | None = "rand-m9-mstd0.5-inc1",
         re_prob: float = 0.25,
         crop_pct: float = 0.875,
@@ -169,7 +275,11 @@ class ImageNetDataModule(ImageClassificationDataModule):
     ) -> None:
         super().__init__(batch_size, num_workers, pin_memory, persistent_workers)
         check_image_size(image_size)
-        check_number("re_prob", re_prob, "in [0, 1]", lambda p: 0 <= p <= 1)
+        check_range("scale", scale, "with 0 < low <= high <= 1", lambda a, b: 0 < a <= b <= 1)
+        check_range("ratio", ratio, "with 0 < low <= high", lambda a, b: 0 < a <= b)
+        for name, p in (("hflip", hflip), ("vflip", vflip), ("re_prob", re_prob)):
+            check_number(name, p, "in [0, 1]", lambda p: 0 <= p <= 1)
+        check_jitter(color_jitter)
         check_number("crop_pct", crop_pct, "in (0, 1]", lambda p: 0 < p <= 1)
         for name, value, allowed in (
             ("interpolation", interpolation, Interpolation.__args__),
@@ -189,6 +299,11 @@ class ImageNetDataModule(ImageClassificationDataModule):
             image_size=image_size,
             mean=self.mean,
             std=self.std,
+            scale=tuple(scale),
+            ratio=tuple(ratio),
+            hflip=hflip,
+            vflip=vflip,
+            color_jitter=color_jitter,
             auto_augment=auto_augment,
             re_prob=re_prob,
             crop_pct=crop_pct,

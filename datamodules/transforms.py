@@ -5,11 +5,60 @@ Every transform returns a normalized ``float32 (C, S, S)`` tensor.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import torch
+from PIL import Image, ImageOps
+from timm.data import auto_augment as timm_augment
 from timm.data import create_transform
 from torchvision.transforms import v2
+
+DEFAULT_SCALE = (0.08, 1.0)
+DEFAULT_RATIO = (3 / 4, 4 / 3)
+
+
+def posterize(img: Image.Image, bits_to_keep: int, **_: Any) -> Image.Image:
+    """timm's posterize op for every bit count timm's levels produce, 0 included.
+
+    timm's ``PosterizeIncreasing`` (RandAugment ``inc1``, AutoAugment ``v0r``/``originalr``,
+    AugMix) keeps ``4 - int(4 * magnitude / 10)`` bits: 0 bits at magnitude 10, which
+    ``rand-m9-mstd0.5`` reaches when its Gaussian magnitude exceeds 10 (about 1 image in 660);
+    its ``Posterize`` keeps ``int(4 * magnitude / 10)``: 0 below magnitude 2.5. Keeping 0 bits
+    zeroes every pixel (as TensorFlow's reference op and Pillow without the ``1 <= bits <= 8``
+    check did); timm passes the 0 to ``ImageOps.posterize``, which now raises ``ValueError:
+    bits must be between or equal to 1 and 8``.
+    """
+    if bits_to_keep >= 8:
+        return img
+    if bits_to_keep >= 1:
+        return ImageOps.posterize(img, bits_to_keep)
+    return img.point([0] * (256 * len(img.getbands())))
+
+
+def augment_ops(transform: Any) -> Iterator[timm_augment.AugmentOp]:
+    """Every timm ``AugmentOp`` inside ``transform`` (a Compose, RandAugment, AutoAugment,
+    AugMix, or lists of them)."""
+    stack = [transform]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, timm_augment.AugmentOp):
+            yield item
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+        else:
+            for name in ("transforms", "ops", "policy"):  # Compose; RandAugment, AugMix; AA
+                children = getattr(item, name, None)
+                if isinstance(children, list | tuple):
+                    stack.extend(children)
+
+
+def fix_posterize(transform: Any) -> Any:
+    """``transform`` with :func:`posterize` in place of timm's in each of its ops (in place)."""
+    for op in augment_ops(transform):
+        if op.aug_fn is timm_augment.posterize:
+            op.aug_fn = posterize
+    return transform
 
 
 def imagenet_transform(
@@ -21,18 +70,36 @@ def imagenet_transform(
     re_prob: float,
     crop_pct: float,
     interpolation: str,
+    scale: Sequence[float] = DEFAULT_SCALE,
+    ratio: Sequence[float] = DEFAULT_RATIO,
+    hflip: float = 0.5,
+    vflip: float = 0.0,
+    color_jitter: float | Sequence[float] | None = 0.4,
 ) -> Callable:
-    """timm's transform for PIL images.
+    """timm's transform for PIL images (``timm.data.create_transform``, timm's argument names).
 
-    Training: random-resized crop, horizontal flip, ``auto_augment`` (a timm policy string such
-    as ``"rand-m9-mstd0.5-inc1"``; ``None`` disables it, and then colour jitter 0.4 is used),
-    normalization, random erasing with probability ``re_prob``. Evaluation: resize to
-    ``image_size / crop_pct``, center crop ``image_size``, normalization.
+    Training: random-resized crop to ``image_size`` (area fraction ``scale``, aspect ratio
+    ``ratio``), horizontal and vertical flips with probabilities ``hflip`` and ``vflip``,
+    ``auto_augment`` (a timm policy string such as ``"rand-m9-mstd0.5-inc1"``, or ``None``),
+    colour jitter ``color_jitter`` (brightness, contrast, saturation[, hue]; a number is used
+    for the first three; timm leaves it out when ``auto_augment`` is set; 0 or ``None``: none),
+    normalization, random erasing with probability ``re_prob``. timm's posterize op is
+    replaced by :func:`posterize`, which accepts the 0 bits its levels can ask for.
+    Evaluation: resize to ``image_size / crop_pct``, center crop ``image_size``, normalization.
     """
     if train:
-        return create_transform(
+        if isinstance(color_jitter, Sequence):
+            color_jitter = tuple(color_jitter)
+        if not color_jitter or (isinstance(color_jitter, tuple) and not any(color_jitter)):
+            color_jitter = None  # no ColorJitter step rather than one that changes nothing
+        transform = create_transform(
             image_size,
             is_training=True,
+            scale=tuple(scale),
+            ratio=tuple(ratio),
+            hflip=hflip,
+            vflip=vflip,
+            color_jitter=color_jitter,
             auto_augment=auto_augment,
             re_prob=re_prob,
             re_mode="pixel",
@@ -40,6 +107,7 @@ def imagenet_transform(
             mean=tuple(mean),
             std=tuple(std),
         )
+        return fix_posterize(transform)
     return create_transform(
         image_size,
         is_training=False,
