@@ -31,6 +31,8 @@ from convnn.models.check import CONVNN_LAYERS, check_sizes
 from convnn.validation import check_choice
 
 from .checkpoint_io import check_state_dict
+from .files import UsageError
+from .notes import note
 from .optim import LRSchedule, build_optimizer
 from .seeding import run_seed, seed_all, step_seed
 
@@ -49,6 +51,69 @@ def _create_model(name: str, num_classes: int, in_chans: int, kwargs: dict[str, 
     if clash:
         raise ValueError(f"model_kwargs may not set {clash}: they come from the DataModule")
     return timm.create_model(name, num_classes=num_classes, in_chans=in_chans, **kwargs)
+
+
+def fixed_input_size(name: str) -> bool:
+    """Whether the timm model ``name`` takes inputs of one size only, set by its ``img_size``
+    argument (``fixed_input_size`` in its pretrained config: every ViT, ``convnn_vit_*``
+    included, whose position embedding is sized for one patch grid)."""
+    try:
+        cfg = timm.models.get_pretrained_cfg(name)
+    except (RuntimeError, ValueError, KeyError):
+        return False
+    return bool(cfg is not None and cfg.fixed_input_size)
+
+
+def _square(size: Any) -> int | None:
+    if isinstance(size, (list, tuple)) and len(size) == 2 and size[0] == size[1]:
+        size = size[0]
+    return size if isinstance(size, int) and not isinstance(size, bool) else None
+
+
+def input_size(name: str, image_size: int | None, model_kwargs: dict[str, Any]) -> int | None:
+    """The side of the inputs the network takes: ``image_size`` (linked from the data) or,
+    without it, ``model_kwargs['img_size']`` or the model's default input size."""
+    if image_size is not None:
+        return image_size
+    own = _square(model_kwargs.get("img_size"))
+    if own is not None:
+        return own
+    try:
+        cfg = timm.models.get_pretrained_cfg(name)
+    except (RuntimeError, ValueError, KeyError):
+        cfg = None
+    return _square(tuple(cfg.input_size[-2:])) if cfg is not None and cfg.input_size else None
+
+
+def _follow_image_size(
+    name: str, image_size: int | None, model_kwargs: dict[str, Any]
+) -> tuple[int, dict[str, Any]]:
+    """``(input side, model kwargs)``: a model with a fixed input size is built for
+    ``image_size`` (its ``img_size`` follows the data, replacing ``model_kwargs['img_size']``
+    with a note); other models take any size."""
+    size = input_size(name, image_size, model_kwargs) or 32
+    kwargs = dict(model_kwargs)
+    if image_size is not None and fixed_input_size(name):
+        given = kwargs.get("img_size")
+        if given is not None and _square(given) != image_size:
+            note(
+                f"{name} is built for {image_size}x{image_size} inputs, the data's image_size "
+                f"(model_kwargs img_size {given} replaced)"
+            )
+        kwargs["img_size"] = image_size
+    return size, kwargs
+
+
+def check_input_size(name: str, size: int | None, data_size: int, what: str) -> None:
+    """:class:`UsageError` when the model ``name``, built for ``size`` x ``size`` inputs and
+    unable to take others (a ViT), meets data of another size; ``what`` names the weights."""
+    if size is None or size == data_size or not fixed_input_size(name):
+        return
+    raise UsageError(
+        f"{what} holds a {name} for {size}x{size} images (image_size {size}), but the data "
+        f"gives {data_size}x{data_size} (image_size {data_size}); its position embedding "
+        f"fits one size only: use data with image_size {size}"
+    )
 
 
 def _check_sizes(
@@ -72,7 +137,9 @@ class ImageClassifier(L.LightningModule):
         model_kwargs: keyword arguments of the model (``layer``, ``branch_ratio``, ConvNN
             options such as ``k``, ``candidates``, ``num_samples``; timm ones such as
             ``drop_path_rate`` or ``depth``). Plain YAML types only.
-        num_classes, image_size, in_chans: linked from the DataModule by the CLI.
+        num_classes, image_size, in_chans: linked from the DataModule by the CLI. A model
+            with a fixed input size (every ViT) is built for ``image_size`` (its ``img_size``
+            follows the data; ``None``: ``model_kwargs['img_size']`` or the model's default).
         label_smoothing: of the training loss (passed to Mixup when it is on).
         loss: ``ce`` (cross-entropy) or ``bce`` (timm's binary cross-entropy, the
             ResNet-strikes-back recipes); validation and test always report cross-entropy.
@@ -99,7 +166,7 @@ class ImageClassifier(L.LightningModule):
         model: str = "convnn_resnet18_cifar",
         model_kwargs: dict[str, Any] | None = None,
         num_classes: int = 10,
-        image_size: int = 32,
+        image_size: int | None = None,
         in_chans: int = 3,
         label_smoothing: float = 0.0,
         loss: Literal["ce", "bce"] = "ce",
@@ -130,7 +197,9 @@ class ImageClassifier(L.LightningModule):
         check_choice("scheduler", scheduler, ("cosine", "step", "none"))
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"label_smoothing={label_smoothing} must be in [0, 1)")
-        self.model = _create_model(model, num_classes, in_chans, dict(model_kwargs or {}))
+        image_size, model_kwargs = _follow_image_size(model, image_size, dict(model_kwargs or {}))
+        self.image_size = image_size  # the side of the inputs the network takes
+        self.model = _create_model(model, num_classes, in_chans, model_kwargs)
         _check_sizes(self.model, model, (in_chans, image_size, image_size), model_kwargs)
         self.ema = None
         if ema:
@@ -246,8 +315,40 @@ class ImageClassifier(L.LightningModule):
             step_size=hp.step_size,
             gamma=hp.gamma,
         )
+        self._schedule_plan = dict(vars(schedule))  # a resumed run restores the saved one
         scheduler = {"scheduler": LambdaLR(optimizer, schedule), "interval": "step"}
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
+
+    def _follow_schedule_plan(self) -> None:
+        """Resuming restores the checkpoint's :class:`LRSchedule` (``LambdaLR`` saves its
+        fields), planned for the checkpoint's ``max_epochs``: a cosine that had ended would
+        continue at its final rate. The schedule follows this run's length instead (as if
+        it had been planned so from the start), with a one-line note when that changes it."""
+        plan = getattr(self, "_schedule_plan", None)
+        if not plan or self.trainer is None:
+            return
+        for config in self.trainer.lr_scheduler_configs:
+            scheduler = config.scheduler
+            functions = getattr(scheduler, "lr_lambdas", [])
+            changed = False
+            for group, base, schedule in zip(
+                scheduler.optimizer.param_groups, scheduler.base_lrs, functions, strict=False
+            ):
+                if not isinstance(schedule, LRSchedule) or vars(schedule) == plan:
+                    continue
+                changed = True
+                saved, before = schedule.total_steps, group["lr"]
+                schedule.__dict__.update(plan)
+                group["lr"] = base * schedule(scheduler.last_epoch)
+                if schedule.kind != "none" and group is scheduler.optimizer.param_groups[0]:
+                    note(
+                        f"resumed at step {scheduler.last_epoch}: the {schedule.kind} schedule "
+                        f"now spans {schedule.total_steps} steps (max_epochs "
+                        f"{self.trainer.max_epochs}) instead of the checkpoint's {saved}; "
+                        f"learning rate {before:.3g} -> {group['lr']:.3g}"
+                    )
+            if changed:
+                scheduler._last_lr = [group["lr"] for group in scheduler.optimizer.param_groups]
 
     def _scaled_lr(self) -> float:
         base = self.hparams.lr_base_batch_size
@@ -297,6 +398,9 @@ class ImageClassifier(L.LightningModule):
 
     def on_fit_start(self) -> None:
         self._log_hparams("val")
+
+    def on_train_start(self) -> None:
+        self._follow_schedule_plan()  # after a resume has restored the scheduler
 
     def on_test_start(self) -> None:
         self._log_hparams("test")

@@ -1,0 +1,224 @@
+"""Callbacks the ``convnn`` command always adds: what a run prints and writes for the user.
+
+* :class:`RunReport` (``fit``): the run directory at the start; the best and last checkpoints
+  and the best value of the monitored metric at the end.
+* :class:`EpochLog` (``fit``): one plain line per epoch with its metrics when no progress bar
+  is shown or the output is not a terminal (a log file), e.g. ``epoch 3/30  train/acc1 86.1%
+  train/loss 0.412  val/acc1 88.6%  val/loss 0.391  lr 3.20e-03  12.3s`` (one line).
+* :class:`PredictionWriter` (``predict``): ``predictions.csv`` in the run directory (written
+  atomically): the sample's index (and file, when the dataset lists files), its label when the
+  batch carries one, and the top-5 classes with their probabilities.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import BasePredictionWriter, ModelCheckpoint
+
+from .files import atomic_write_text
+from .notes import report
+
+__all__ = ["EpochLog", "PredictionWriter", "RunReport", "run_directory"]
+
+
+def run_directory(trainer: L.Trainer) -> str | None:
+    """The run's directory (the logger's version directory), without a collective call:
+    ``trainer.log_dir`` broadcasts, which hangs when only rank zero asks."""
+    logger = trainer.logger
+    if logger is not None:
+        directory = getattr(logger, "log_dir", None) or getattr(logger, "save_dir", None)
+        if directory:
+            return str(directory)
+    return trainer.default_root_dir
+
+
+def _number(name: str, value: float) -> str:
+    """Accuracies in percent (one decimal, ``%``), other values with three significant digits."""
+    if "acc" in name.rsplit("/", 1)[-1]:
+        return f"{100 * value:.1f}%"
+    return f"{value:.3g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.2e}"
+
+
+class RunReport(L.Callback):
+    """Print where a ``fit`` run goes and, at its end, what it left there."""
+
+    def __init__(self) -> None:
+        self.directory: str | None = None
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        # before the model summary and data loading: the first thing a run says
+        if stage != "fit" or trainer.fast_dev_run or not trainer.is_global_zero:
+            return
+        self.directory = run_directory(trainer)
+        report(f"run directory {self.directory}", "fit")
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.fast_dev_run or not trainer.is_global_zero:
+            return
+        for callback in trainer.checkpoint_callbacks:
+            if not isinstance(callback, ModelCheckpoint):
+                continue
+            if callback.monitor and callback.best_model_path:
+                score = callback.best_model_score
+                value = "" if score is None else f" {_number(callback.monitor, float(score))}"
+                report(f"best {callback.monitor}{value}: {callback.best_model_path}", "fit")
+            elif callback.last_model_path or callback.best_model_path:
+                path = callback.last_model_path or callback.best_model_path
+                report(f"last checkpoint: {path}", "fit")
+
+
+class EpochLog(L.Callback):
+    """One line per training epoch: epoch number, the epoch's train and val metrics, the
+    learning rate at the end of the epoch and the epoch's wall time.
+
+    Args:
+        always: print even when a progress bar draws on a terminal (by default the lines
+            are for logs: no progress bar, or output that is not a terminal).
+    """
+
+    def __init__(self, always: bool = False) -> None:
+        self.always = always
+        self._start = 0.0
+        self._validated = False
+
+    def _active(self, trainer: L.Trainer) -> bool:
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return False
+        bar = trainer.progress_bar_callback
+        return self.always or bar is None or not sys.stdout.isatty()
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start = time.perf_counter()
+        self._validated = False
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._validated = True
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self._active(trainer):
+            return
+        print(self.line(trainer), flush=True)
+
+    def line(self, trainer: L.Trainer) -> str:
+        metrics = {k: v for k, v in trainer.callback_metrics.items() if "/" in k}
+        values: dict[str, float] = {}
+        for name, value in sorted(metrics.items()):
+            split = name.split("/", 1)[0]
+            if split not in ("train", "val") or (split == "val" and not self._validated):
+                continue
+            if name == "train/loss" and "train/loss_epoch" in metrics:
+                continue  # the last step's loss; the epoch's mean follows
+            if not isinstance(value, torch.Tensor) or value.numel() != 1:
+                continue
+            values[name.replace("train/loss_epoch", "train/loss")] = float(value)
+        order = sorted(values, key=lambda n: (not n.startswith("train"), n))
+        parts = [f"epoch {trainer.current_epoch + 1}/{_epochs(trainer)}"]
+        parts += [f"{name} {_number(name, values[name])}" for name in order]
+        if trainer.optimizers:
+            parts.append(f"lr {trainer.optimizers[0].param_groups[0]['lr']:.2e}")
+        parts.append(f"{time.perf_counter() - self._start:.1f}s")
+        return "  ".join(parts)
+
+
+def _epochs(trainer: L.Trainer) -> str:
+    epochs = trainer.max_epochs
+    return "?" if epochs is None or epochs < 0 or math.isinf(epochs) else str(epochs)
+
+
+def _files(dataset: Any) -> list[str] | None:
+    """The file of every sample of an image-folder dataset (``samples``: ``(path, label)``)."""
+    samples = getattr(dataset, "samples", None)
+    if isinstance(samples, (list, tuple)) and samples and isinstance(samples[0], (list, tuple)):
+        return [str(s[0]) for s in samples]
+    return None
+
+
+class PredictionWriter(BasePredictionWriter):
+    """``predictions.csv`` in the run directory: one row per predicted sample.
+
+    Columns: ``index`` (the sample's position in the predict dataset), ``file`` (when the
+    dataset lists its files), ``label`` (when batches carry labels), then ``class_1``,
+    ``prob_1``, ..., ``class_5``, ``prob_5``: the five most probable classes (fewer with
+    fewer classes) and their probabilities; ``class_1`` is the prediction. Under DDP the
+    rows of every process are gathered and written by rank zero, sorted by index.
+    """
+
+    def __init__(self, filename: str = "predictions.csv", top_k: int = 5) -> None:
+        super().__init__(write_interval="batch")
+        self.filename = filename
+        self.top_k = top_k
+        self.rows: list[tuple[int, int | None, list[int], list[float]]] = []
+        self.path: Path | None = None
+
+    def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.rows = []
+
+    def write_on_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        prediction: Any,
+        batch_indices: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int,
+    ) -> None:
+        probs = prediction.detach().float().cpu()  # (B, num_classes)
+        k = min(self.top_k, probs.shape[-1])
+        top = probs.topk(k, dim=-1)
+        labels = None
+        if isinstance(batch, (list, tuple)) and len(batch) > 1 and torch.is_tensor(batch[1]):
+            labels = batch[1].cpu().tolist()
+        if batch_indices is None:  # no index tracking: one process, batches in order
+            batch_indices = range(len(self.rows), len(self.rows) + len(probs))
+        for i, index in enumerate(batch_indices):
+            label = labels[i] if labels is not None else None
+            self.rows.append((int(index), label, top.indices[i].tolist(), top.values[i].tolist()))
+
+    def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        rows = self.rows
+        if trainer.world_size > 1 and torch.distributed.is_initialized():
+            gathered: list[Any] = [None] * trainer.world_size
+            torch.distributed.all_gather_object(gathered, rows)
+            rows = [row for part in gathered for row in part]
+        if not trainer.is_global_zero:
+            return
+        rows = sorted({row[0]: row for row in rows}.values())  # DDP padding repeats samples
+        directory = Path(run_directory(trainer) or ".")
+        directory.mkdir(parents=True, exist_ok=True)
+        self.path = directory / self.filename
+        atomic_write_text(self.path, self._csv(trainer, rows))
+        report(f"wrote {len(rows)} predictions to {self.path}", "predict")
+
+    def _csv(self, trainer: L.Trainer, rows: list[Any]) -> str:
+        loaders = trainer.predict_dataloaders
+        loader = loaders[0] if isinstance(loaders, (list, tuple)) else loaders
+        files = _files(getattr(loader, "dataset", None))
+        k = max((len(row[2]) for row in rows), default=self.top_k)
+        has_labels = any(row[1] is not None for row in rows)
+        header = ["index"] + (["file"] if files else []) + (["label"] if has_labels else [])
+        for j in range(1, k + 1):
+            header += [f"class_{j}", f"prob_{j}"]
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(header)
+        for index, label, classes, probs in rows:
+            row: list[Any] = [index]
+            if files:
+                row.append(files[index] if index < len(files) else "")
+            if has_labels:
+                row.append("" if label is None else label)
+            for c, p in zip(classes, probs, strict=True):
+                row += [c, f"{p:.6f}"]
+            writer.writerow(row)
+        return out.getvalue()
