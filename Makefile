@@ -23,10 +23,11 @@ test: $(STAMP)
 test-long: $(STAMP)
 	$(PY) -m pytest -q -m long
 
+# the exact special cases, then the quickstart grid (4 layers x 3 seeds, 10 epochs); `--report`
+# prints runs/ablations/quickstart/results.md: mean ± std, 95% intervals, paired differences
 demo: $(STAMP)
 	$(PY) -m convnn.tools.demo
 	$(VENV)/bin/convnn-ablate run ablations/grids/quickstart.yaml --out runs/ablations/quickstart --parallel 2 --report
-	cat runs/ablations/quickstart/results.md
 
 format: $(STAMP)
 	$(PY) -m ruff format .

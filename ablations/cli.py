@@ -4,7 +4,7 @@ convnn-ablate plan ablations/grids/quickstart.yaml
 convnn-ablate run ablations/grids/quickstart.yaml --out runs/ablations/quickstart --parallel 2
 convnn-ablate run GRID --out DIR --gpus 0,1,2,3,4,5,6,7 --gpus-per-cell 1
 convnn-ablate run GRID --out DIR --launcher slurm
-convnn-ablate report DIR
+convnn-ablate report DIR [--grid GRID]
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from rich.table import Table
 from convnn.errors import cli_message
 from lightning_modules.files import UsageError, check_writable
 
-from .grid import Grid, GridError, load_grid, validate_cell
+from .grid import Cell, Grid, GridError, load_grid, validate_cell
 from .runner import Job, prepare_cells, read_state, run_local
 
 __all__ = ["main"]
@@ -29,11 +29,15 @@ STYLE = {"pending": "dim", "running": "yellow", "done": "green", "failed": "red"
 
 
 def plan(grid: Grid, console: Console, need_data: bool = False) -> list:
-    """Validate every cell (raises :class:`GridError`) and print the plan table; a data set
-    missing on this machine is a warning, or an error when ``need_data`` (a local run)."""
+    """Validate every setting (raises :class:`GridError`; its seeds' cells differ only in
+    ``seed_everything``) and print the plan table of every cell; a data set missing on this
+    machine is a warning, or an error when ``need_data`` (a local run)."""
     cells = grid.cells()
     warnings = []
+    first: dict[str, Cell] = {}  # the cells of a setting differ only in seed_everything
     for cell in cells:
+        first.setdefault(cell.setting, cell)
+    for cell in first.values():
         warnings += validate_cell(grid, cell, need_data)
     table = Table(title=f"{grid.name}: {len(cells)} cells")
     table.add_column("id")
@@ -109,8 +113,9 @@ def report(args: argparse.Namespace, console: Console) -> int:
 
     if not any(Path(args.dir).glob("*/cell.json")):
         raise GridError(f"'{args.dir}' holds no ablation cells (<dir>/<cell>/cell.json)")
-    axes, rows = write_report(args.dir)
-    console.print(markdown(axes, rows), markup=False, soft_wrap=True)
+    grid = load_grid(args.grid) if getattr(args, "grid", None) else None
+    axes, rows, info = write_report(args.dir, grid)
+    console.print(markdown(axes, rows, info), markup=False, soft_wrap=True)
     console.print(f"wrote {Path(args.dir) / 'results.csv'}, results.md, plots and hparams/")
     return 0
 
@@ -131,6 +136,12 @@ def parser() -> argparse.ArgumentParser:
     sr.add_argument("--report", action="store_true", help="write the report afterwards")
     sp_r = sub.add_parser("report", help="results.csv, results.md, plots, HParams")
     sp_r.add_argument("dir")
+    sp_r.add_argument(
+        "--grid",
+        default=None,
+        help="grid file: its current baseline and published numbers (default: as recorded "
+        "in the cells when they were prepared)",
+    )
     return p
 
 

@@ -17,6 +17,11 @@ A grid is YAML::
     exclude:                            # cells matching every entry are dropped
       - {layer: branching, k: 16}
     seeds: [0, 1, 2]
+    baseline: {k: 9}                    # the setting differences are taken to (default:
+                                        # the first setting, every axis at its first value)
+    paper:                              # published top-1 of settings: a row of
+      - {setting: {k: 9}, row: vit_b16_convnn_all_k9}   # ablations/paper.py, or a number
+      - {setting: {k: 16}, top1: 81.6, label: "ViT-B/16 all k=16"}
     slurm: {timeout_min: 2880, gpus_per_node: 1, cpus_per_task: 8}
 
 A value ``__delete__`` removes the key. Axis names are the full key, its last component
@@ -72,6 +77,9 @@ class Cell:
     values: dict[str, Any]
     seed: int | None
     overrides: dict[str, Any]
+    order: int = 0  # the setting's position in grid order
+    baseline: bool = False  # the grid's baseline setting
+    paper: dict[str, Any] | None = None  # published top-1: {"top1", "label"[, "row"]}
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -81,6 +89,9 @@ class Cell:
             "values": self.values,
             "seed": self.seed,
             "overrides": self.overrides,
+            "order": self.order,
+            "baseline": self.baseline,
+            "paper": self.paper,
         }
 
 
@@ -94,21 +105,46 @@ class Grid:
     exclude: list[dict[str, Any]]
     seeds: list[int | None]
     slurm: dict[str, Any] = field(default_factory=dict)
+    baseline: dict[str, Any] | None = None
+    paper: list[dict[str, Any]] = field(default_factory=list)
 
-    def cells(self) -> list[Cell]:
-        """Every cell, in axis order then seed order, exclusions removed."""
-        cells = []
+    def settings(self) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+        """``(values, overrides)`` of every setting in grid order, exclusions removed."""
+        settings = []
         for combo in itertools.product(*(range(len(a.labels)) for a in self.axes)):
             values = {a.name: a.labels[i] for a, i in zip(self.axes, combo, strict=True)}
             overrides: dict[str, Any] = {}
             for a, i in zip(self.axes, combo, strict=True):
                 overrides.update(a.choices[i])
-            if any(_matches(rule, values, overrides, self.axes) for rule in self.exclude):
-                continue
+            if not any(_matches(rule, values, overrides, self.axes) for rule in self.exclude):
+                settings.append((values, overrides))
+        return settings
+
+    def cells(self) -> list[Cell]:
+        """Every cell, in axis order then seed order, exclusions removed."""
+        cells = []
+        settings = self.settings()
+        base = [_matches(self.baseline or {}, *s, self.axes) for s in settings]
+        if self.baseline is None:
+            base = [i == 0 for i in range(len(settings))]
+        if settings and sum(base) != 1:
+            raise GridError(
+                f"{self.path.name}: baseline {self.baseline} matches {sum(base)} settings, not one"
+            )
+        for entry in self.paper:
+            if not any(_matches(entry["setting"], *s, self.axes) for s in settings):
+                raise GridError(
+                    f"{self.path.name}: paper entry {entry['setting']} matches no setting"
+                )
+        for order, (values, overrides) in enumerate(settings):
             setting = " ".join(f"{k}={_fmt(v)}" for k, v in values.items()) or "base"
+            found = [e for e in self.paper if _matches(e["setting"], values, overrides, self.axes)]
+            paper = {k: v for k, v in found[0].items() if k != "setting"} if found else None
             for seed in self.seeds:
                 name = setting if seed is None else f"{setting} seed={seed}"
-                cells.append(Cell(_cell_id(values, seed), name, setting, values, seed, overrides))
+                cell_id = _cell_id(values, seed)
+                info = (order, base[order], paper)
+                cells.append(Cell(cell_id, name, setting, values, seed, overrides, *info))
         return cells
 
 
@@ -201,6 +237,7 @@ def load_grid(path: str | Path) -> Grid:
     if not isinstance(spec, dict):
         raise GridError(f"{path}: expected a mapping of grid keys, got {type(spec).__name__}")
     known = {"name", "base", "set", "axes", "zip", "exclude", "seeds", "slurm"}
+    known |= {"baseline", "paper"}
     unknown = set(spec) - known
     if unknown:
         raise GridError(f"{path}: unknown grid keys {sorted(unknown)}; allowed: {sorted(known)}")
@@ -218,7 +255,24 @@ def load_grid(path: str | Path) -> Grid:
         exclude=list(spec.get("exclude") or []),
         seeds=[None if s is None else int(s) for s in seeds],
         slurm=dict(spec.get("slurm") or {}),
+        baseline=_baseline(spec.get("baseline"), path),
+        paper=[_paper_entry(e, path) for e in spec.get("paper") or []],
     )
+
+
+def _baseline(rule: Any, path: Path) -> dict[str, Any] | None:
+    if rule is not None and not isinstance(rule, dict):
+        raise GridError(f"{path}: baseline {rule!r}: expected a mapping of axis values")
+    return rule
+
+
+def _paper_entry(entry: Any, path: Path) -> dict[str, Any]:
+    from .paper import parse_entry
+
+    try:
+        return parse_entry(entry)
+    except ValueError as err:
+        raise GridError(f"{path}: {err}") from None
 
 
 # ---------------------------------------------------------------- merged configs

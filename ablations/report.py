@@ -1,68 +1,158 @@
-"""``convnn-ablate report DIR``: one row per setting (seeds averaged), plots, HParams.
+"""``convnn-ablate report DIR``: one row per setting with statistics over seeds, the paper's
+numbers beside them, plots and HParams.
 
-Writes ``results.csv``, ``results.md``, ``plot_<axis>.png`` (top-1 against the axis value,
-one line per setting of the other axes, error bars over seeds) and ``hparams/`` (TensorBoard
-HParams view, one run per setting) into ``DIR``.
+Writes into ``DIR``: ``results.csv`` (every number), ``results.md`` (the table below),
+``plot_<axis>.png`` (:mod:`ablations.plots`) and ``hparams/`` (TensorBoard HParams view, one
+run per setting). Per setting: top-1/top-5 mean ± sample std over the seeds that finished,
+the Student-t 95% interval of the mean (:mod:`ablations.stats`), the difference to the
+grid's baseline setting paired by seed with its own 95% interval and whether that interval
+excludes 0, and, where the grid maps the setting to a published row (``paper:``,
+:mod:`ablations.paper`), the paper's top-1 and measured mean - paper. One seed shows the
+value alone; its interval columns say ``n/a``.
 """
 
 from __future__ import annotations
 
 import csv
+import importlib
 import io
 import json
 import math
-import re
+import statistics
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from lightning_modules.files import atomic_write_text
 
+from .grid import Grid
 from .runner import read_state
+from .stats import LEVEL, Summary, paired, summary
 
-__all__ = ["collect", "summarize", "write_report"]
+__all__ = ["collect", "grid_info", "markdown", "summarize", "write_report"]
 
-METRICS = ("top1", "top5")
-COSTS = ("params", "gflops", "images_per_second", "wall_time_s")
+GRID_KEYS = ("order", "baseline", "paper")
+COSTS = ("params", "gflops", "wall_time_s")
 
 
-def collect(out: Path) -> list[dict[str, Any]]:
-    """Every cell under ``out``: its ``cell.json`` merged with its result or status."""
+def collect(out: Path, grid: Grid | None = None) -> list[dict[str, Any]]:
+    """Every cell under ``out``: its ``cell.json`` merged with its result or status; with
+    ``grid``, the grid file's current order, baseline and published numbers win over those
+    recorded when the cell was prepared."""
+    current = {c.id: c.to_json() for c in grid.cells()} if grid is not None else {}
     rows = []
     for info_path in sorted(out.glob("*/cell.json")):
         info = json.loads(info_path.read_text())
         state = read_state(info_path.parent)
-        rows.append({**info, **state, "id": info["id"]})
+        now = {k: v for k, v in current.get(info["id"], {}).items() if k in GRID_KEYS}
+        rows.append({**info, **state, **now, "id": info["id"], "dir": str(info_path.parent)})
     return rows
 
 
-def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
-    if not values:
-        return None, None
-    mean = sum(values) / len(values)
-    if len(values) < 2:
-        return mean, 0.0
-    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+def _num_classes(config: dict[str, Any], checkpoint: str | None) -> int | None:
+    """Classes of the cell's data: its ``num_classes`` argument, the DataModule class's, or
+    the model's in the cell's checkpoint."""
+    data = config.get("data") or {}
+    init = data.get("init_args") or {}
+    if isinstance(init.get("num_classes"), int):
+        return init["num_classes"]
+    module, _, name = str(data.get("class_path", "")).rpartition(".")
+    try:
+        value = getattr(importlib.import_module(module), name).num_classes
+        if isinstance(value, int):
+            return value
+    except (ImportError, AttributeError, ValueError):
+        pass
+    if checkpoint and Path(checkpoint).is_file():
+        from lightning_modules.checkpoint_io import load_checkpoint
+
+        try:
+            return int(load_checkpoint(checkpoint, mmap=True)["hyper_parameters"]["num_classes"])
+        except Exception:  # noqa: BLE001  (no chance line rather than no report)
+            return None
+    return None
+
+
+def grid_info(cells: list[dict[str, Any]]) -> dict[str, Any]:
+    """The grid's name, its epochs (``"30"``, or ``"20-60"`` when cells differ), the number
+    of classes of its data (the chance level is ``100 / num_classes`` %) and its seeds."""
+    epochs, classes = set(), set()
+    for cell in cells:
+        config_path = Path(cell.get("dir", "")) / "config.yaml"
+        config = yaml.safe_load(config_path.read_text()) if config_path.is_file() else {}
+        value = (config.get("trainer") or {}).get("max_epochs")
+        if value is not None:
+            epochs.add(int(value))
+        if not classes:  # one cell is enough: a grid has one data set
+            classes.add(_num_classes(config, cell.get("checkpoint")))
+    seeds = sorted({c.get("seed") for c in cells}, key=lambda s: (s is None, s))
+    span = f"{min(epochs)}-{max(epochs)}" if len(epochs) > 1 else "".join(map(str, epochs))
+    return {
+        "grid": next((c["grid"] for c in cells if c.get("grid")), "grid"),
+        "epochs": span or "?",
+        "num_classes": next(iter(classes - {None}), None),
+        "seeds": seeds,
+    }
+
+
+def _put(row: dict[str, Any], prefix: str, s: Summary | None, low: float = 0.0) -> None:
+    """Mean, std and interval of ``s`` into ``row``; the interval is clipped to the possible
+    range ``[low, 100]`` (still a 95% interval: the true value lies in that range)."""
+    row[f"{prefix}_mean"] = None if s is None else s.mean
+    row[f"{prefix}_std"] = None if s is None else s.std
+    have = s is not None and s.half is not None
+    row[f"{prefix}_ci_low"] = max(low, s.low) if have else None
+    row[f"{prefix}_ci_high"] = min(100.0, s.high) if have else None
 
 
 def summarize(cells: list[dict[str, Any]]) -> tuple[list[str], list[dict[str, Any]]]:
-    """Axis names and one row per setting: mean/std over seeds, costs, status."""
+    """Axis names and one row per setting (grid order): statistics over seeds, the paired
+    difference to the baseline, the paper's number, costs, status."""
     axes: list[str] = []
     for cell in cells:
         for name in cell.get("axes") or list(cell.get("values", {})):
             if name not in axes:
                 axes.append(name)
     groups: dict[str, list[dict[str, Any]]] = {}
-    for cell in cells:
+    for cell in sorted(cells, key=lambda c: c.get("order", math.inf)):
         groups.setdefault(cell["setting"], []).append(cell)
+    marked = [s for s, members in groups.items() if any(m.get("baseline") for m in members)]
+    baseline = (marked or list(groups) or [None])[0]
+
+    def top1_by_seed(members: list[dict[str, Any]]) -> dict[Any, float]:
+        done = [m for m in members if m.get("status") == "done" and m.get("top1") is not None]
+        return {m.get("seed"): float(m["top1"]) for m in done}
+
+    base = top1_by_seed(groups.get(baseline, []))
     rows = []
     for setting, members in groups.items():
         done = [m for m in members if m.get("status") == "done"]
         row: dict[str, Any] = {"setting": setting, **members[0].get("values", {})}
-        for metric in METRICS:
-            mean, std = _mean_std([float(m[metric]) for m in done if m.get(metric) is not None])
-            row[f"{metric}_mean"], row[f"{metric}_std"] = mean, std
+        values = top1_by_seed(members)
+        _put(row, "top1", summary(values.values()))
+        row["n"] = len(values)
+        _put(row, "top5", summary(float(m["top5"]) for m in done if m.get("top5") is not None))
+        row["baseline"] = setting == baseline
+        row["top1_values"] = list(values.values())  # for the plots, not in results.csv
+        diff = None if row["baseline"] else paired(values, base)
+        _put(row, "diff_top1", diff, low=-100.0)
+        row["diff_top1"] = row.pop("diff_top1_mean")
+        row["diff_pairs"] = None if diff is None else diff.n
+        row["diff_excludes_zero"] = None if diff is None else diff.excludes_zero
+        paper = members[0].get("paper") or {}
+        row["paper_top1"] = paper.get("top1")
+        row["paper_label"] = paper.get("label")
+        row["paper_diff"] = None
+        if paper and row["top1_mean"] is not None:
+            row["paper_diff"] = row["top1_mean"] - paper["top1"]
         for cost in COSTS:
-            row[cost] = _mean_std([float(m[cost]) for m in done if m.get(cost) is not None])[0]
+            costs = [float(m[cost]) for m in done if m.get(cost) is not None]
+            row[cost] = statistics.fmean(costs) if costs else None
+        speeds = [float(m["images_per_second"]) for m in done if m.get("images_per_second")]
+        row["images_per_second"] = statistics.median(speeds) if speeds else None
+        loads = [(m.get("throughput") or {}).get("under_load") for m in done]
+        row["throughput_under_load"] = any(loads) if loads else None
         row["seeds"] = len(members)
         counts: dict[str, int] = {}
         for m in members:
@@ -72,17 +162,13 @@ def summarize(cells: list[dict[str, Any]]) -> tuple[list[str], list[dict[str, An
     return axes, rows
 
 
-def _cell(value: Any, digits: int = 2) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
-
-
 def _columns(axes: list[str]) -> list[str]:
-    stats = [f"{m}_{s}" for m in METRICS for s in ("mean", "std")]
-    return [*axes, *stats, *COSTS, "seeds", "status"]
+    stats = [f"{m}_{s}" for m in ("top1", "top5") for s in ("mean", "std", "ci_low", "ci_high")]
+    diff = ["diff_top1", "diff_top1_std", "diff_top1_ci_low", "diff_top1_ci_high", "diff_pairs"]
+    diff += ["diff_excludes_zero"]
+    paper = ["paper_top1", "paper_diff", "paper_label"]
+    costs = [*COSTS, "images_per_second", "throughput_under_load"]
+    return [*axes, *stats, "n", "baseline", *diff, *paper, *costs, "seeds", "status", "setting"]
 
 
 def write_csv(path: Path, axes: list[str], rows: list[dict[str, Any]]) -> None:
@@ -93,65 +179,93 @@ def write_csv(path: Path, axes: list[str], rows: list[dict[str, Any]]) -> None:
     atomic_write_text(path, text.getvalue())
 
 
-def markdown(axes: list[str], rows: list[dict[str, Any]]) -> str:
-    head = [*axes, "top-1 (%)", "top-5 (%)", "params (M)", "GFLOPs", "images/s", "wall (s)"]
-    head += ["seeds", "status"]
+def _num(value: float | None, digits: int = 2, sign: bool = False) -> str:
+    if value is None:
+        return ""
+    return f"{value:+.{digits}f}" if sign else f"{value:.{digits}f}"
+
+
+def _mean_std(row: dict[str, Any], metric: str) -> str:
+    mean, std = row[f"{metric}_mean"], row[f"{metric}_std"]
+    if mean is None:
+        return ""
+    return f"{mean:.2f}" if std is None else f"{mean:.2f} ± {std:.2f}"
+
+
+def _interval(low: float | None, high: float | None, have: bool) -> str:
+    if not have:
+        return ""
+    return "n/a" if low is None else f"[{low:.2f}, {high:.2f}]"
+
+
+def _speed(row: dict[str, Any]) -> str:
+    speed = row["images_per_second"]
+    if speed is None:
+        return ""
+    return f"{speed:,.0f}" + (" †" if row["throughput_under_load"] else "")
+
+
+def markdown(
+    axes: list[str], rows: list[dict[str, Any]], info: dict[str, Any] | None = None
+) -> str:
+    """``results.md``: a title and legend, the table, and notes on paper rows and load."""
+    info = info or {}
+    has_paper = any(r["paper_top1"] is not None for r in rows)
+    level = f"{100 * LEVEL:.0f}%"
+    head = [*axes, "seeds", "top-1 (%)", f"top-1 {level} CI", "Δ top-1", f"Δ {level} CI", "Δ ≠ 0"]
+    head += ["paper top-1", "measured − paper"] if has_paper else []
+    head += ["top-5 (%)", "params (M)", "GFLOPs", "images/s", "wall (s)", "status"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
-
-        def pm(metric: str, row: dict[str, Any] = row) -> str:
-            mean, std = row[f"{metric}_mean"], row[f"{metric}_std"]
-            return "" if mean is None else f"{mean:.2f} ± {std:.2f}"
-
-        params = row["params"] / 1e6 if row["params"] is not None else None
-        cells = [_cell(row.get(a)) for a in axes] + [pm("top1"), pm("top5"), _cell(params)]
-        cells += [_cell(row["gflops"], 3), _cell(row["images_per_second"], 0)]
-        cells += [_cell(row["wall_time_s"], 0), str(row["seeds"]), row["status"]]
+        have = row["top1_mean"] is not None
+        cells = [str(row.get(a, "")) for a in axes]
+        cells += [str(row["n"]), _mean_std(row, "top1")]
+        cells.append(_interval(row["top1_ci_low"], row["top1_ci_high"], have))
+        if row["baseline"]:
+            cells += ["baseline", "", ""]
+        else:
+            paired_ = row["diff_top1"] is not None
+            cells.append(_num(row["diff_top1"], sign=True))
+            cells.append(_interval(row["diff_top1_ci_low"], row["diff_top1_ci_high"], paired_))
+            nonzero = row["diff_excludes_zero"]
+            cells.append(
+                "" if not paired_ else "n/a" if nonzero is None else "yes" if nonzero else "no"
+            )
+        if has_paper:
+            cells += [_num(row["paper_top1"]), _num(row["paper_diff"], sign=True)]
+        params = None if row["params"] is None else row["params"] / 1e6
+        cells += [_mean_std(row, "top5"), _num(params), _num(row["gflops"], 3), _speed(row)]
+        cells += [_num(row["wall_time_s"], 0), row["status"]]
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def _sortable(value: Any) -> tuple[int, Any]:
-    return (0, value) if isinstance(value, (int, float)) else (1, str(value))
-
-
-def plot_axes(out: Path, axes: list[str], rows: list[dict[str, Any]]) -> list[Path]:
-    """``plot_<axis>.png`` per axis: top-1 against the axis, one line per other setting."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    paths = []
-    done = [r for r in rows if r["top1_mean"] is not None]
-    for axis in axes:
-        values = sorted({r.get(axis) for r in done}, key=_sortable)
-        numeric = all(isinstance(v, (int, float)) for v in values)
-        position = {v: (v if numeric else i) for i, v in enumerate(values)}
-        lines: dict[str, list[dict[str, Any]]] = {}
-        for row in done:
-            label = " ".join(f"{a}={row.get(a)}" for a in axes if a != axis) or "top-1"
-            lines.setdefault(label, []).append(row)
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for label, members in lines.items():
-            members.sort(key=lambda r: _sortable(r.get(axis)))
-            xs = [position[r.get(axis)] for r in members]
-            ys = [r["top1_mean"] for r in members]
-            errs = [r["top1_std"] or 0.0 for r in members]
-            ax.errorbar(xs, ys, yerr=errs, marker="o", capsize=3, label=label)
-        if not numeric:
-            ax.set_xticks(range(len(values)), [str(v) for v in values])
-        ax.set_xlabel(axis)
-        ax.set_ylabel("top-1 (%)")
-        ax.grid(alpha=0.3)
-        if len(lines) > 1:
-            ax.legend(fontsize="small")
-        fig.tight_layout()
-        path = out / f"plot_{re.sub(r'[^A-Za-z0-9_.+-]+', '_', axis)}.png"
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        paths.append(path)
-    return paths
+    base = next((r["setting"] for r in rows if r["baseline"]), None)
+    seeds = ", ".join(str(s) for s in info.get("seeds", []))
+    title = f"# {info.get('grid', 'grid')}: {info.get('epochs', '?')} epochs, seeds {seeds or '-'}"
+    legend = (
+        f"top-1 and top-5: mean ± sample std over the seeds that finished (one seed: the value "
+        f"alone); {level} CI: Student-t interval of the mean, clipped to [0, 100] (n/a with one "
+        f"seed). Δ top-1: "
+        f"difference to the baseline `{base}`, paired by seed (mean of same-seed differences, "
+        f"{level} t interval); Δ ≠ 0: that interval excludes 0."
+    )
+    if info.get("num_classes"):
+        legend += f" Chance: {100 / info['num_classes']:.1f}% ({info['num_classes']} classes)."
+    parts = [title, "", legend, "", *lines]
+    if has_paper:
+        parts += ["", "measured − paper: measured mean − the published top-1 of the same network:"]
+        parts += [""] + [
+            f"- `{r['setting']}`: {r['paper_top1']:.2f}, {r['paper_label']}"
+            for r in rows
+            if r["paper_top1"] is not None
+        ]
+    if any("†" in _speed(r) for r in rows):
+        parts += [
+            "",
+            "† images/s measured under load for at least one seed: other processes kept more "
+            "CPUs busy during the timed passes than the cell's threads left free "
+            "(`throughput.others_cpus` in result.json); compare speeds only between unmarked "
+            "rows, or rerun `convnn evaluate` on the checkpoints on an idle machine.",
+        ]
+    return "\n".join(parts) + "\n"
 
 
 def write_hparams(out: Path, axes: list[str], rows: list[dict[str, Any]]) -> None:
@@ -168,12 +282,19 @@ def write_hparams(out: Path, axes: list[str], rows: list[dict[str, Any]]) -> Non
             writer.add_hparams(hparams, metrics, run_name=".")
 
 
-def write_report(out: str | Path) -> tuple[list[str], list[dict[str, Any]]]:
-    """Write every report file into ``out``; returns the axes and rows."""
+def write_report(
+    out: str | Path, grid: Grid | None = None
+) -> tuple[list[str], list[dict[str, Any]], dict[str, Any]]:
+    """Write every report file into ``out`` (baseline and published numbers from ``grid``
+    when given, else as recorded in the cells); returns the axes, rows and grid info."""
+    from .plots import plot_axes
+
     out = Path(out)
-    axes, rows = summarize(collect(out))
+    cells = collect(out, grid)
+    axes, rows = summarize(cells)
+    info = grid_info(cells)
     write_csv(out / "results.csv", axes, rows)
-    atomic_write_text(out / "results.md", markdown(axes, rows))
-    plot_axes(out, axes, rows)
+    atomic_write_text(out / "results.md", markdown(axes, rows, info))
+    plot_axes(out, axes, rows, info)
     write_hparams(out, axes, rows)
-    return axes, rows
+    return axes, rows, info

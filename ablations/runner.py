@@ -151,7 +151,8 @@ def run_cell(cell_dir: str | Path, extra_args: list[str] | None = None, rerun: b
         "wall_time_s": elapsed,
         "finished": time.time(),
         **{k: metrics.get(k) for k in ("top1", "top5", "loss", "params", "gflops")},
-        "images_per_second": metrics.get("images_per_second"),
+        "images_per_second": metrics.get("images_per_second"),  # median of timed repeats
+        "throughput": metrics.get("throughput"),  # spread, repeats, load from other processes
         "checkpoint": str(last),
         "device": metrics.get("device"),
     }

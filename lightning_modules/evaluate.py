@@ -1,4 +1,5 @@
-"""``convnn evaluate --ckpt PATH``: accuracy, loss, cost and throughput of a checkpoint.
+"""``convnn evaluate --ckpt PATH``: accuracy, loss, cost and throughput of a checkpoint, beside
+the paper's numbers when the checkpoint's network is a published row (``ablations.paper``).
 
 The checkpoint is read with ``torch.load(weights_only=True)``, so no code stored in the
 file runs; the model is rebuilt from the checkpoint's own hyper-parameters (its class
@@ -11,6 +12,9 @@ state dict must fit it exactly. Data: the run's DataModule (saved in the checkpo
 from __future__ import annotations
 
 import importlib
+import math
+import os
+import statistics
 import sys
 import time
 from contextlib import nullcontext
@@ -30,13 +34,18 @@ from convnn.errors import cli_error, first_line, root_cause
 from datamodules import DataError, ImageClassificationDataModule
 
 from .checkpoint_io import check_state_dict, load_checkpoint
-from .classifier import ImageClassifier
+from .classifier import ImageClassifier, check_input_size
 from .files import UsageError, atomic_write_json, check_writable
 
 __all__ = ["EvaluationError", "evaluate", "main"]
 
 TRUSTED_PACKAGES = ("lightning_modules", "datamodules")
 """Packages whose classes a checkpoint's class path may name (besides imported modules)."""
+
+
+SLACK_CPUS = 0.25
+"""A throughput is "measured under load" when other processes kept busy more than the CPUs
+its threads left free plus this many (``others_cpus > cpus - threads + SLACK_CPUS``)."""
 
 
 class EvaluationError(UsageError):
@@ -121,23 +130,83 @@ def build_datamodule(
         raise EvaluationError(f"cannot build DataModule {spec['class_path']}: {reason}") from err
 
 
+def _busy_seconds() -> float | None:
+    """CPU seconds the whole machine has spent busy on this process's CPUs (``/proc/stat``,
+    Linux; ``None`` elsewhere)."""
+    try:
+        cpus = {f"cpu{i}" for i in os.sched_getaffinity(0)}
+        busy = 0
+        with open("/proc/stat") as stat:
+            for line in stat:
+                name, *ticks = line.split()
+                if name in cpus:
+                    values = [int(t) for t in ticks[:8]]
+                    busy += sum(values) - values[3] - values[4]  # all but idle and iowait
+        return busy / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _own_seconds() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
 @torch.inference_mode()
 def throughput(
-    net: torch.nn.Module, shape: tuple[int, ...], device: torch.device, bf16: bool, steps: int = 5
-) -> float:
-    """Images per second of ``net`` on random inputs of ``shape`` (after 2 warm-up passes)."""
+    net: torch.nn.Module,
+    shape: tuple[int, ...],
+    device: torch.device,
+    bf16: bool,
+    repeats: int = 5,
+    min_time_s: float = 0.2,
+) -> dict[str, Any]:
+    """Images per second of ``net`` on random inputs of ``shape``: after 2 warm-up passes,
+    ``repeats`` timed repeats of as many passes as fill ``min_time_s``; their median.
+
+    Also returned: the slowest and fastest repeat and, on the CPU (Linux), ``others_cpus``:
+    how many of this process's CPUs other processes kept busy on average during the repeats
+    (``/proc/stat`` minus this process), and ``under_load``: whether they took more than the
+    CPUs that this process's threads left free (:data:`SLACK_CPUS` of slack)."""
     x = torch.randn(shape, device=device)
     autocast = torch.autocast(device.type, torch.bfloat16) if bf16 else nullcontext()
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    with autocast:
-        for _ in range(2):
-            net(x)
-        sync()
+
+    def timed(passes: int) -> float:
         start = time.perf_counter()
-        for _ in range(steps):
+        for _ in range(passes):
             net(x)
         sync()
-    return steps * shape[0] / (time.perf_counter() - start)
+        return time.perf_counter() - start
+
+    with autocast:
+        timed(2)
+        passes, elapsed = 1, timed(1)
+        while elapsed < min_time_s and passes < 4096:
+            passes = min(4096, max(2 * passes, math.ceil(1.2 * passes * min_time_s / elapsed)))
+            elapsed = timed(passes)
+        busy, own, start = _busy_seconds(), _own_seconds(), time.perf_counter()
+        rates = sorted(passes * shape[0] / timed(passes) for _ in range(max(1, repeats)))
+        wall = time.perf_counter() - start
+        busy_after, own_after = _busy_seconds(), _own_seconds()
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    threads = min(torch.get_num_threads(), cpus or 1) if device.type == "cpu" else None
+    others = loaded = None
+    if threads is not None and busy is not None and busy_after is not None:
+        others = max(0.0, ((busy_after - busy) - (own_after - own)) / wall)
+        loaded = others > cpus - threads + SLACK_CPUS
+    return {
+        "images_per_second": statistics.median(rates),
+        "slowest": rates[0],
+        "fastest": rates[-1],
+        "repeats": len(rates),
+        "passes": passes,
+        "batch_size": shape[0],
+        "threads": threads,
+        "cpus": cpus,
+        "others_cpus": others,
+        "under_load": loaded,
+    }
 
 
 def evaluate(
@@ -154,12 +223,16 @@ def evaluate(
 
     ``top1``/``top5`` are percentages; ``loss`` the mean cross-entropy; ``gflops`` and
     ``params`` from :func:`convnn.profile` at the data's image size (batch 1);
-    ``images_per_second`` of the network alone (no data loading) at the data's batch size.
+    ``images_per_second`` of the network alone (no data loading) at the data's batch size,
+    the median of timed repeats (``throughput``: their spread and the load from other
+    processes, see :func:`throughput`); ``paper``: the published row of this network and
+    measured - paper (:func:`paper_comparison`).
     """
     ckpt = load_checkpoint(ckpt_path)
     model = build_model(ckpt, ckpt_path)
     spec = _data_spec(data) if data is not None else _checkpoint_data_spec(ckpt, ckpt_path)
     dm = build_datamodule(spec, data is None, batch_size=batch_size, num_workers=num_workers)
+    check_input_size(model.hparams.model, model.image_size, dm.image_size, str(ckpt_path))
     trainer = L.Trainer(
         accelerator=accelerator,
         devices=1,
@@ -178,6 +251,8 @@ def evaluate(
     cost = convnn.profile(net, size)
     bf16 = str(trainer.precision).startswith("bf16")
     batch = (getattr(loader, "batch_size", None) or 1, *size)
+    speed = throughput(net, batch, model.device, bf16)
+    top1 = 100 * float(metrics[f"{split}/acc1"])
     return {
         "checkpoint": str(ckpt_path),
         "model": model.hparams.model,
@@ -186,34 +261,77 @@ def evaluate(
         "split": split,
         "num_images": len(loader.dataset) if hasattr(loader, "dataset") else None,
         "image_size": dm.image_size,
-        "top1": 100 * float(metrics[f"{split}/acc1"]),
+        "top1": top1,
         "top5": 100 * float(metrics[f"{split}/acc5"]),
         "loss": float(metrics[f"{split}/loss"]),
         "params": cost.params,
         "gflops": cost.gflops,
-        "images_per_second": throughput(net, batch, model.device, bf16),
+        "images_per_second": speed["images_per_second"],
         "throughput_batch_size": batch[0],
+        "throughput": speed,
         "device": str(model.device),
         "precision": str(trainer.precision),
+        "num_classes": dm.num_classes,
+        "paper": paper_comparison(model, top1, spec["class_path"], dm.num_classes),
     }
 
 
+def paper_comparison(
+    model: ImageClassifier, top1: float, data: str, num_classes: int
+) -> dict[str, Any] | None:
+    """The published number of the model's SPEC §4 row (``ablations.paper``) beside the
+    measured top-1; ``None`` when no row has this network."""
+    from ablations.paper import compare, find_row
+
+    row = find_row(model.hparams.model, model.hparams.get("model_kwargs"))
+    return None if row is None else compare(row, top1, data, num_classes)
+
+
 def print_results(results: dict[str, Any], console: Console | None = None) -> None:
+    """The measured numbers in a table; with a published row of this network (SPEC §4,
+    ``ablations.paper``) the paper's top-1, params and GFLOPs in a column beside them, and
+    measured - paper when the data is the paper's."""
+    paper = results.get("paper")
     table = Table(title=f"{results['model']} on {results['data'].rsplit('.', 1)[-1]}")
     table.add_column("metric")
-    table.add_column("value", justify="right")
+    table.add_column("measured", justify="right")
+    if paper is not None:
+        table.add_column("paper", justify="right")
+        table.caption = f"paper: {paper['label']} on {paper['data']} ({paper['source']})"
+    else:
+        table.caption = "paper: no published row for this network (ablations/paper.py)"
+
+    def published(key: str, fmt: str) -> str:
+        value = (paper or {}).get(key)
+        return "" if value is None else fmt.format(value)
+
     rows = [
-        ("top-1 (%)", f"{results['top1']:.2f}"),
-        ("top-5 (%)", f"{results['top5']:.2f}"),
-        ("loss", f"{results['loss']:.4f}"),
-        ("images", str(results["num_images"])),
-        ("params", f"{results['params']:,}"),
-        ("GFLOPs", f"{results['gflops']:.3f}"),
-        ("images/s", f"{results['images_per_second']:.1f} ({results['device']})"),
+        ("top-1 (%)", f"{results['top1']:.2f}", published("top1", "{:.2f}")),
+        ("top-5 (%)", f"{results['top5']:.2f}", ""),
+        ("loss", f"{results['loss']:.4f}", ""),
+        ("images", str(results["num_images"]), ""),
+        ("params", f"{results['params']:,}", published("params_m", "{:.2f}M")),
+        ("GFLOPs", f"{results['gflops']:.3f}", published("gflops", "{:.2f}")),
+        ("images/s", _speed(results), ""),
     ]
-    for name, value in rows:
-        table.add_row(name, value)
+    if paper is not None:
+        diff = paper["difference"]
+        text = f"{diff:+.2f}" if diff is not None else f"n/a: {paper['note']}"
+        rows.append(("top-1 measured - paper", text, ""))
+    for row in rows:
+        table.add_row(*row[: len(table.columns)])
     (console or Console()).print(table)
+
+
+def _speed(results: dict[str, Any]) -> str:
+    """``images/s (device)``, with the spread of the repeats and any load from others."""
+    text = f"{results['images_per_second']:.1f} ({results['device']}"
+    speed = results.get("throughput") or {}
+    if speed.get("repeats", 1) > 1:
+        text += f", median of {speed['repeats']}: {speed['slowest']:.1f}-{speed['fastest']:.1f}"
+    if speed.get("under_load"):
+        text += f", under load: others kept {speed['others_cpus']:.1f} of {speed['cpus']} CPUs busy"
+    return text + ")"
 
 
 def _parser() -> ArgumentParser:

@@ -105,12 +105,21 @@ def test_run_parallel_and_report(tmp_path):
     assert cli_proc.wait(timeout=60) == 0
     rows = (out / "results.csv").read_text().strip().splitlines()
     assert len(rows) == 5 and rows[0].startswith("layer,depth,top1_mean")
-    md = (out / "results.md").read_text().strip().splitlines()
-    assert len(md) == 6
+    md = (out / "results.md").read_text()
+    table = [line for line in md.splitlines() if line.startswith("|")]
+    assert len(table) == 6  # head, rule, one row per setting
+    assert "| layer | depth | seeds | top-1 (%) | top-1 95% CI | Δ top-1 |" in table[0]
+    assert table[2].startswith("| attention | 1 | 1 |") and "| baseline |" in table[2]
+    assert all("| n/a |" in row for row in table[2:])  # one seed: no interval
+    assert "± 0.00" not in md and md.startswith("# t: 1 epochs")
     assert (out / "plot_layer.png").stat().st_size > 0 and (out / "plot_depth.png").is_file()
     assert list((out / "hparams").rglob("events.out.tfevents.*"))
     result = json.loads(results(out)[0].read_text())
     assert result["status"] == "done" and result["params"] > 0 and result["gflops"] > 0
+    speed = result["throughput"]  # median of timed repeats, with the load from other processes
+    assert speed["slowest"] <= result["images_per_second"] <= speed["fastest"]
+    assert speed["repeats"] == 5 and speed["others_cpus"] >= 0
+    assert speed["under_load"] == (speed["others_cpus"] > speed["cpus"] - speed["threads"] + 0.25)
 
 
 def test_sigkill_driver_then_resume(tmp_path):

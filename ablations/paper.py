@@ -1,0 +1,177 @@
+"""The paper's published numbers (SPEC §4), in one place: ``convnn-ablate report`` and
+``convnn evaluate`` both read them from :data:`ROWS`.
+
+A row is identified by its network: the timm model name and the ``model_kwargs`` of the
+config that reproduces it (``configs/imagenet/<id>.yaml``, ``configs/cifar/<id>.yaml``),
+ignoring kwargs that only regularize training or choose an implementation
+(:data:`IGNORED`). Its number is comparable with a measurement on the row's data set
+(DataModule class and class count); elsewhere it is shown but no difference is taken.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["IGNORED", "ROWS", "PaperRow", "compare", "find_row", "get_row", "parse_entry"]
+
+IGNORED = frozenset(
+    {
+        "pretrained",
+        "drop_rate",
+        "drop_path_rate",
+        "attn_drop_rate",
+        "proj_drop_rate",
+        "pos_drop_rate",
+        "backend",
+        "selection_budget_mb",
+    }
+)
+"""``model_kwargs`` that do not change which network a row is (regularization, kernels)."""
+
+
+@dataclass(frozen=True)
+class PaperRow:
+    """One published result: top-1 (%) on ``data``'s validation split, GFLOPs, params (M)."""
+
+    id: str
+    label: str
+    data: str
+    num_classes: int
+    model: str
+    model_kwargs: dict[str, Any]
+    top1: float
+    gflops: float | None = None
+    params_m: float | None = None
+    source: str = "SPEC §4"
+    configs: tuple[str, ...] = field(default=())
+
+    @property
+    def dataset(self) -> str:
+        return {"ImageNetDataModule": "ImageNet-1k", "CIFAR10DataModule": "CIFAR-10"}.get(
+            self.data, self.data
+        )
+
+
+def _imagenet(id_: str, label: str, model: str, kwargs: dict, top1: float, gf: float, pm: float):
+    base = "imagenet_resnet50" if "resnet" in id_ else "imagenet_vit_b16"
+    configs = (f"configs/{base}.yaml", f"configs/imagenet/{id_}.yaml")
+    data = {"data": "ImageNetDataModule", "num_classes": 1000}
+    return PaperRow(id_, label, **data, model=model, model_kwargs=kwargs, top1=top1, gflops=gf,
+                    params_m=pm, configs=configs)  # fmt: skip
+
+
+def _cifar(id_: str, label: str, kwargs: dict, top1: float) -> PaperRow:
+    configs = ("configs/cifar10.yaml", f"configs/cifar/{id_}.yaml")
+    source = "SPEC §4, CIFAR-10 VGG-11 branching sweep"
+    data = {"data": "CIFAR10DataModule", "num_classes": 10}
+    return PaperRow(id_, label, **data, model="convnn_vgg11", model_kwargs=kwargs, top1=top1,
+                    source=source, configs=configs)  # fmt: skip
+
+
+_R50, _VIT = "convnn_resnet50", "convnn_vit_base_patch16_224"
+_BRANCH = {"layer": "branching", "branch_ratio": 0.5, "k": 9, "similarity": "cosine"}
+_VIT_NN = {"layer": "convnn", "k": 9, "similarity": "dot", "weighting": "softmax"}
+
+ROWS: dict[str, PaperRow] = {
+    row.id: row
+    for row in (
+        _imagenet("resnet50_conv", "ResNet-50, standard conv", _R50, {"layer": "conv"}, 78.86,
+                  8.18, 25.58),
+        _imagenet("resnet50_convnn_all", "ResNet-50, ConvNN all, k=9", _R50,
+                  {"layer": "convnn", "k": 9, "similarity": "cosine", "candidates": "all"},
+                  76.22, 10.32, 25.56),
+        _imagenet("resnet50_branching_all", "ResNet-50, branching all, k=9", _R50,
+                  {**_BRANCH, "candidates": "all"}, 79.42, 10.66, 26.47),
+        _imagenet("resnet50_branching_random", "ResNet-50, branching random k=9 r=32", _R50,
+                  {**_BRANCH, "candidates": "random", "num_samples": 32}, 78.98, 5.60, 26.47),
+        _imagenet("resnet50_branching_spatial", "ResNet-50, branching spatial k=9 r=25", _R50,
+                  {**_BRANCH, "candidates": "spatial", "num_samples": 25}, 78.82, 5.58, 26.47),
+        _imagenet("vit_b16_attention", "ViT-B/16, self-attention", _VIT,
+                  {"layer": "attention"}, 80.94, 35.13, 86.38),
+        _imagenet("vit_b16_convnn_all_k9", "ViT-B/16, ConvNN-attention all k=9", _VIT,
+                  {**_VIT_NN, "candidates": "all"}, 81.19, 34.43, 86.39),
+        _imagenet("vit_b16_convnn_random", "ViT-B/16, ConvNN-attention random k=9 r=32", _VIT,
+                  {**_VIT_NN, "candidates": "random", "num_samples": 32}, 76.04, 33.83, 86.39),
+        _imagenet("vit_b16_convnn_spatial", "ViT-B/16, ConvNN-attention spatial k=9 r=128",
+                  _VIT, {**_VIT_NN, "candidates": "spatial", "num_samples": 128}, 79.31, 34.18,
+                  86.39),
+        _imagenet("vit_b16_convnn_all_k16", "ViT-B/16, ConvNN-attention all k=16", _VIT,
+                  {**_VIT_NN, "k": 16, "candidates": "all"}, 81.60, 34.45, 86.39),
+        _cifar("vgg11_conv", "VGG-11, standard conv", {"layer": "conv"}, 69.78),
+        _cifar("vgg11_branching", "VGG-11, branching ratio 0.25, location + feature similarity",
+               {"layer": "branching", "branch_ratio": 0.25, "k": 9, "similarity": "mixed",
+                "lam": 0.5, "candidates": "all"}, 75.22),
+        _cifar("vgg11_convnn", "VGG-11, ConvNN (branching ratio 1)",
+               {"layer": "convnn", "k": 9, "similarity": "cosine", "candidates": "all"}, 60.09),
+    )
+}  # fmt: skip
+
+
+def _network(model_kwargs: dict[str, Any] | None) -> dict[str, Any]:
+    return {k: v for k, v in (model_kwargs or {}).items() if k not in IGNORED}
+
+
+def parse_entry(entry: Any) -> dict[str, Any]:
+    """A grid's ``paper:`` entry, ``{setting: {...}, row: ID}`` (a row of :data:`ROWS`) or
+    ``{setting: {...}, top1: NUMBER[, label: TEXT]}``, as ``{"setting", "top1", "label"[,
+    "row"]}``; ``ValueError`` naming the entry otherwise."""
+    ok = isinstance(entry, dict) and isinstance(entry.get("setting"), dict)
+    ok = ok and ("row" in entry) != ("top1" in entry)
+    if not ok or set(entry) - {"setting", "row", "top1", "label"}:
+        raise ValueError(
+            f"paper entry {entry!r}: expected {{setting: {{...}}, row: ID}} or "
+            "{setting: {...}, top1: NUMBER, label: TEXT}"
+        )
+    if "top1" in entry:
+        label = str(entry.get("label", "published"))
+        return {"setting": entry["setting"], "top1": float(entry["top1"]), "label": label}
+    try:
+        row = get_row(str(entry["row"]))
+    except KeyError as err:
+        raise ValueError(f"paper entry {entry['setting']}: {err.args[0]}") from None
+    label = entry.get("label", f"{row.label} ({row.source})")
+    return {"setting": entry["setting"], "row": row.id, "top1": row.top1, "label": label}
+
+
+def get_row(row_id: str) -> PaperRow:
+    """The row named ``row_id``; ``KeyError`` naming the known ids otherwise."""
+    try:
+        return ROWS[row_id]
+    except KeyError:
+        raise KeyError(f"no published row {row_id!r}; known: {', '.join(ROWS)}") from None
+
+
+def find_row(model: str, model_kwargs: dict[str, Any] | None) -> PaperRow | None:
+    """The published row of this network (model name and kwargs, :data:`IGNORED` aside)."""
+    kwargs = _network(model_kwargs)
+    for row in ROWS.values():
+        if row.model == model and _network(row.model_kwargs) == kwargs:
+            return row
+    return None
+
+
+def compare(
+    row: PaperRow, top1: float, data: str | None, num_classes: int | None
+) -> dict[str, Any]:
+    """The row's number beside a measured top-1 on ``data`` (a DataModule class path):
+    ``difference`` = measured - paper when the data is the row's, else ``None`` and a note."""
+    data_name = (data or "").rsplit(".", 1)[-1]
+    comparable = data_name == row.data and num_classes in (None, row.num_classes)
+    note = None
+    if not comparable:
+        note = f"paper on {row.dataset}, measured on {data_name or 'unknown data'}"
+        if data_name == row.data:
+            note += f" with {num_classes} classes"
+    return {
+        "row": row.id,
+        "label": row.label,
+        "source": row.source,
+        "data": row.dataset,
+        "top1": row.top1,
+        "gflops": row.gflops,
+        "params_m": row.params_m,
+        "comparable": comparable,
+        "difference": top1 - row.top1 if comparable else None,
+        "note": note,
+    }

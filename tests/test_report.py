@@ -1,0 +1,367 @@
+"""`convnn-ablate report` statistics, the paper's numbers beside measured ones, plots, and
+`convnn evaluate` printing the published number of a SPEC row.
+
+The report tests run on hand-made cell directories with known values: seeds giving top-1
+80, 82, 84 have mean 82, std 2 and the 95% interval 82 ± t(0.975, 2) * 2 / sqrt(3).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from training_helpers import tiny_config, write_config
+
+from ablations import cli
+from ablations.grid import GridError, load_grid, set_key
+from ablations.paper import IGNORED, ROWS, compare, find_row
+from ablations.plots import axis_figure
+from ablations.report import grid_info, markdown, summarize, write_report
+from ablations.stats import paired, summary, t_quantile
+
+ROOT = Path(__file__).resolve().parent.parent
+T_975_2 = 4.302652729911275  # Student t, 0.975 quantile, 2 degrees of freedom
+HALF = T_975_2 * 2 / math.sqrt(3)  # 4.9683...
+
+
+def test_t_quantile_and_summary_by_hand():
+    assert t_quantile(0.975, 2) == pytest.approx(T_975_2, rel=1e-9)
+    assert t_quantile(0.975, 1) == pytest.approx(12.706204736, rel=1e-9)
+    s = summary([80, 82, 84])
+    assert (s.n, s.mean, s.std) == (3, 82.0, 2.0)
+    assert s.half == pytest.approx(4.968275, abs=1e-6)
+    assert (s.low, s.high) == (pytest.approx(82 - HALF), pytest.approx(82 + HALF))
+    one = summary([70.0])
+    assert one.n == 1 and one.std is None and one.low is None and one.excludes_zero is None
+    assert summary([]) is None
+    d = paired({0: 85, 1: 86, 2: 90, 3: 99}, {0: 80, 1: 82, 2: 84})  # seed 3 has no pair
+    assert (d.n, d.mean, d.std) == (3, 5.0, 1.0)
+    assert d.low == pytest.approx(5 - T_975_2 / math.sqrt(3)) and d.excludes_zero
+    assert paired({0: 81, 1: 81}, {0: 80, 1: 82}).excludes_zero is False
+
+
+def write_cell(out: Path, setting: str, seed, top1, order: int, **extra) -> None:
+    """A finished (``top1`` given) or pending cell directory, as the runner leaves it."""
+    layer = setting.split("=")[1]
+    cell = {
+        "id": f"{layer}-s{seed}",
+        "name": f"{setting} seed={seed}",
+        "setting": setting,
+        "values": {"layer": layer},
+        "seed": seed,
+        "overrides": {"model.init_args.model_kwargs.layer": layer},
+        "order": order,
+        "baseline": order == 0,
+        "paper": extra.pop("paper", None),
+        "grid": "handmade",
+        "axes": ["layer"],
+    }
+    d = out / cell["id"]
+    d.mkdir(parents=True)
+    (d / "cell.json").write_text(json.dumps(cell))
+    config = {"trainer": {"max_epochs": 30}, "data": {"class_path": "datamodules.DigitsDataModule"}}
+    (d / "config.yaml").write_text(yaml.safe_dump(config))
+    if top1 is not None:
+        result = {**cell, "status": "done", "top1": top1, "top5": top1 + 10, "params": 2.0e5}
+        result |= {"gflops": 0.007, "wall_time_s": 60.0, "images_per_second": 1000.0}
+        result |= {"throughput": {"others_cpus": 0.0, "under_load": False}} | extra
+        (d / "result.json").write_text(json.dumps(result))
+
+
+PAPER = {"row": "vit_b16_convnn_all_k9", "top1": 81.19, "label": "a published row (SPEC §4)"}
+
+
+@pytest.fixture
+def handmade(tmp_path) -> Path:
+    """attention (baseline): 80, 82, 84; convnn: 85, 86, 90 (paired differences 5, 4, 6) with
+    a published 81.19; random: one seed, 70, measured under load; a pending cell."""
+    out = tmp_path / "grid"
+    for seed, top1 in zip((0, 1, 2), (80.0, 82.0, 84.0), strict=True):
+        write_cell(out, "layer=attention", seed, top1, 0)
+    for seed, top1 in zip((0, 1, 2), (85.0, 86.0, 90.0), strict=True):
+        write_cell(out, "layer=convnn", seed, top1, 1, paper=PAPER)
+    write_cell(out, "layer=random", 0, 70.0, 2, throughput={"others_cpus": 1.6, "under_load": True})
+    write_cell(out, "layer=random", 1, None, 2)
+    return out
+
+
+def test_report_statistics_paired_differences_and_paper(handmade):
+    axes, rows, info = write_report(handmade)
+    assert axes == ["layer"] and [r["layer"] for r in rows] == ["attention", "convnn", "random"]
+    assert info == {"grid": "handmade", "epochs": "30", "num_classes": 10, "seeds": [0, 1, 2]}
+    base, nn, one = rows
+    assert (base["n"], base["top1_mean"], base["top1_std"], base["baseline"]) == (3, 82, 2, True)
+    assert base["top1_ci_low"] == pytest.approx(82 - HALF)
+    assert base["top1_ci_high"] == pytest.approx(82 + HALF)
+    assert nn["diff_top1"] == pytest.approx(5.0) and nn["diff_pairs"] == 3
+    assert nn["diff_top1_ci_low"] == pytest.approx(5 - T_975_2 / math.sqrt(3))
+    assert nn["diff_excludes_zero"] is True
+    assert nn["paper_top1"] == 81.19 and nn["paper_diff"] == pytest.approx(87 - 81.19)
+    assert one["n"] == 1 and one["top1_std"] is None and one["top1_ci_low"] is None
+    assert one["diff_top1"] == pytest.approx(-10.0) and one["diff_excludes_zero"] is None
+    assert one["status"] == "1 done, 1 pending"
+
+    md = (handmade / "results.md").read_text()
+    print(md)
+    table = [line for line in md.splitlines() if line.startswith("|")]
+    assert len(table) == 5
+    head = [c.strip() for c in table[0].strip("|").split("|")]
+    cells = [
+        dict(zip(head, (c.strip() for c in t.strip("|").split("|")), strict=True))
+        for t in table[2:]
+    ]
+    assert cells[0]["top-1 (%)"] == "82.00 ± 2.00"
+    assert cells[0]["top-1 95% CI"] == f"[{82 - HALF:.2f}, {82 + HALF:.2f}]" == "[77.03, 86.97]"
+    assert cells[0]["Δ top-1"] == "baseline" and cells[0]["seeds"] == "3"
+    assert cells[1]["Δ top-1"] == "+5.00" and cells[1]["Δ 95% CI"] == "[2.52, 7.48]"
+    assert cells[1]["Δ ≠ 0"] == "yes"
+    assert cells[1]["paper top-1"] == "81.19" and cells[1]["measured − paper"] == "+5.81"
+    assert cells[0]["paper top-1"] == "" and cells[2]["measured − paper"] == ""
+    # one seed: the value alone, never "± 0.00", and the interval columns say n/a
+    assert cells[2]["top-1 (%)"] == "70.00" and cells[2]["top-1 95% CI"] == "n/a"
+    assert cells[2]["Δ top-1"] == "-10.00" and cells[2]["Δ 95% CI"] == "n/a"
+    assert cells[2]["Δ ≠ 0"] == "n/a"
+    assert "± 0.00" not in md
+    assert cells[2]["images/s"] == "1,000 †" and cells[0]["images/s"] == "1,000"
+    assert md.startswith("# handmade: 30 epochs, seeds 0, 1, 2")
+    assert "baseline `layer=attention`, paired by seed" in md and "Chance: 10.0%" in md
+    assert "- `layer=convnn`: 81.19, a published row (SPEC §4)" in md
+    assert "† images/s measured under load" in md
+
+    with open(handmade / "results.csv") as f:
+        by_layer = {r["layer"]: r for r in csv.DictReader(f)}
+    assert float(by_layer["convnn"]["diff_top1_ci_high"]) == pytest.approx(5 + T_975_2 / 3**0.5)
+    assert by_layer["random"]["top1_std"] == "" and by_layer["attention"]["baseline"] == "True"
+    assert float(by_layer["convnn"]["paper_diff"]) == pytest.approx(5.81)
+    assert (handmade / "plot_layer.png").stat().st_size > 0
+
+
+def test_plot_title_chance_line_error_bars_and_points(handmade):
+    from ablations.report import collect
+
+    cells = collect(handmade)
+    axes, rows = summarize(cells)
+    fig = axis_figure("layer", axes, rows, grid_info(cells))
+    ax = fig.axes[0]
+    assert "handmade" in ax.get_title() and "30 epochs" in ax.get_title()
+    assert "95% CI" in ax.get_title()
+    chance = [ln for ln in ax.get_lines() if list(ln.get_ydata()) == [10.0, 10.0]]
+    assert len(chance) == 1 and chance[0].get_linestyle() == "--"
+    means = [ln for ln in ax.get_lines() if ln.get_marker() == "o"]
+    assert len(means) == 1 and means[0].get_linestyle() == "None"  # categorical: no lines
+    assert list(means[0].get_ydata()) == [82.0, 87.0, 70.0]
+    bars = ax.containers[0].lines[2][0].get_segments()  # the 95% intervals
+    assert bars[0][:, 1] == pytest.approx([82 - HALF, 82 + HALF])
+    assert bars[2][0, 1] == bars[2][1, 1] == 70.0  # one seed: no interval
+    seeds = [v for ln in ax.get_lines() if ln.get_marker() == "." for v in ln.get_ydata()]
+    assert sorted(seeds) == [80, 82, 84, 85, 86, 90]  # every seed of the settings with 3
+    stars = [ln for ln in ax.get_lines() if ln.get_marker() == "*"]
+    assert len(stars) == 1 and list(stars[0].get_ydata()) == [81.19]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["attention", "convnn", "random"]
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
+def test_report_cli_prints_statistics(handmade, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["report", str(handmade)])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "82.00 ± 2.00" in out and "[77.03, 86.97]" in out and "+5.81" in out
+
+
+def test_single_seed_report_has_no_zero_std():
+    cells = [
+        {"setting": f"layer={x}", "values": {"layer": x}, "seed": None, "status": "done",
+         "top1": t, "top5": 90.0, "order": i, "axes": ["layer"]}
+        for i, (x, t) in enumerate([("a", 50.0), ("b", 60.0)])
+    ]  # fmt: skip
+    axes, rows = summarize(cells)
+    md = markdown(axes, rows, {"grid": "g", "epochs": "1", "seeds": [None]})
+    assert "± 0.00" not in md and "| a | 1 | 50.00 | n/a | baseline |" in md
+    assert "| b | 1 | 60.00 | n/a | +10.00 | n/a | n/a |" in md
+    assert "paper" not in md.split("\n\n")[2]  # no paper columns without published rows
+
+
+# ---------------------------------------------------------------- the published numbers
+
+
+def _config_network(files: list[Path]) -> tuple[str, dict]:
+    """Model name and model_kwargs after merging config files (a later model_kwargs mapping
+    replaces an earlier one as a whole, as the `convnn` parser does)."""
+    model, kwargs = None, {}
+    for f in files:
+        init = (yaml.safe_load(f.read_text()).get("model") or {}).get("init_args") or {}
+        model = init.get("model", model)
+        kwargs = init.get("model_kwargs", kwargs)
+    return model, dict(kwargs)
+
+
+@pytest.mark.parametrize("row_id", list(ROWS))
+def test_paper_rows_are_their_configs(row_id):
+    """Each row's network is its config's (found by find_row) and its top-1 the number that
+    the config's header comment quotes."""
+    row = ROWS[row_id]
+    files = [ROOT / c for c in row.configs]
+    model, kwargs = _config_network(files)
+    assert find_row(model, kwargs) is row
+    assert find_row(model, {**kwargs, "drop_path_rate": 0.3, "pretrained": False}) is row
+    assert find_row(model, {**kwargs, "k": 99}) is None
+    quoted = re.search(r"Paper[^:\n]*: ([\d.]+)% top-1", files[-1].read_text())
+    assert quoted and float(quoted.group(1)) == row.top1
+    spec = ROOT.parent / "shared" / "SPEC.md"  # where the project's spec is checked out
+    if row.data == "ImageNetDataModule" and spec.is_file():
+        assert f"| {row.label} | {row.top1:.2f} |" in spec.read_text()
+
+
+def test_compare_takes_a_difference_only_on_the_rows_data():
+    row = ROWS["vit_b16_convnn_all_k9"]
+    same = compare(row, 80.5, "datamodules.ImageNetDataModule", 1000)
+    assert same["difference"] == pytest.approx(80.5 - 81.19) and same["comparable"]
+    other = compare(row, 80.5, "datamodules.SyntheticDataModule", 10)
+    assert other["difference"] is None and "paper on ImageNet-1k" in other["note"]
+    assert compare(row, 1.0, "datamodules.ImageNetDataModule", 2)["difference"] is None
+
+
+SHIPPED = sorted((ROOT / "ablations" / "grids").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
+def test_shipped_grids_have_seeds_and_their_paper_cells_are_the_rows(path):
+    from convnn.options import ConvNNOptions
+
+    grid = load_grid(path)
+    assert len(grid.seeds) >= 3
+    cells = grid.cells()
+    assert sum(c.baseline for c in cells) == len(grid.seeds)
+    defaults = vars(ConvNNOptions())
+
+    def network(kwargs: dict) -> dict:  # a kwarg at ConvNN's default is the same network
+        return {k: v for k, v in kwargs.items() if k not in IGNORED and defaults.get(k, ...) != v}
+
+    for cell in cells:
+        if not (cell.paper and cell.paper.get("row")):
+            continue
+        model, kwargs = _config_network(grid.base)
+        config = {"model": model, "kwargs": kwargs}
+        for key, value in {**grid.set, **cell.overrides}.items():
+            key = key.replace("model.init_args.model_kwargs", "kwargs")
+            set_key(config, key.replace("model.init_args.model", "model"), value)
+        row = ROWS[cell.paper["row"]]
+        assert config["model"] == row.model
+        assert network(config["kwargs"]) == network(row.model_kwargs), cell.name
+        assert cell.paper["top1"] == row.top1
+    imagenet = {"imagenet_k_sweep": 2, "imagenet_branch_ratio": 1, "imagenet_positional": 1}
+    imagenet |= {"imagenet_similarity_sampling": 3, "cifar10_vgg11_branching": 3}
+    papered = {c.setting for c in cells if c.paper}
+    assert len(papered) == imagenet.get(grid.name, 0)
+
+
+def test_grid_baseline_and_paper_errors(tmp_path, capsys):
+    def grid(**extra) -> str:
+        spec = {
+            "base": "configs/quickstart.yaml",
+            "axes": {"model.init_args.model_kwargs.k": [3, 9]},
+        }
+        (tmp_path / "g.yaml").write_text(yaml.safe_dump({**spec, **extra}))
+        return str(tmp_path / "g.yaml")
+
+    assert [c.baseline for c in load_grid(grid()).cells()] == [True, False]
+    assert [c.baseline for c in load_grid(grid(baseline={"k": 9})).cells()] == [False, True]
+    cells = load_grid(grid(paper=[{"setting": {"k": 9}, "top1": 50, "label": "x"}])).cells()
+    assert cells[1].paper == {"top1": 50.0, "label": "x"} and cells[0].paper is None
+    with pytest.raises(GridError, match="matches 0 settings"):
+        load_grid(grid(baseline={"k": 5})).cells()
+    with pytest.raises(GridError, match="no published row 'nope'"):
+        load_grid(grid(paper=[{"setting": {"k": 9}, "row": "nope"}]))
+    with pytest.raises(GridError, match="matches no setting"):
+        load_grid(grid(paper=[{"setting": {"k": 5}, "top1": 1}])).cells()
+    with pytest.raises(GridError, match="expected"):
+        load_grid(grid(paper=[{"setting": {"k": 9}, "top1": 1, "row": "vgg11_conv"}]))
+
+
+# ---------------------------------------------------------------- convnn evaluate
+
+
+def test_evaluate_prints_the_paper_number(tmp_path, capsys, monkeypatch):
+    """A checkpoint of the SPEC row "VGG-11, standard conv" (one step on synthetic 32x32
+    images): `convnn evaluate` prints the paper's 69.78 beside the measured top-1, and no
+    difference, since the paper's number is on CIFAR-10."""
+    from lightning_modules.cli import ConvNNCLI, main
+
+    monkeypatch.setattr(sys, "argv", ["convnn"])
+    config = tiny_config(tmp_path / "runs")
+    config["model"]["init_args"] |= {"model": "convnn_vgg11", "model_kwargs": {"layer": "conv"}}
+    config["data"]["init_args"] |= {"image_size": 32, "num_train": 16, "num_val": 16}
+    path = write_config(tmp_path / "vgg.yaml", config)
+    cli_run = ConvNNCLI(args=["fit", "--config", str(path), "--trainer.fast_dev_run", "1"])
+    ckpt = tmp_path / "vgg11_conv.ckpt"
+    cli_run.trainer.save_checkpoint(ckpt)
+    capsys.readouterr()
+    main(
+        ["evaluate", "--ckpt", str(ckpt), "--out", str(tmp_path / "r.json"), "--accelerator", "cpu"]
+    )
+    out = capsys.readouterr().out
+    assert re.search(r"top-1 \(%\)\s*│\s*\d+\.\d\d\s*│\s*69\.78\s*│", out), out
+    assert "paper: VGG-11, standard conv on CIFAR-10" in " ".join(out.split())
+    assert re.search(r"top-1 measured - paper\s*│\s*n/a: paper on CIFAR-10", out), out
+    results = json.loads((tmp_path / "r.json").read_text())
+    assert results["paper"]["row"] == "vgg11_conv" and results["paper"]["top1"] == 69.78
+    assert results["paper"]["difference"] is None
+    assert results["paper"]["note"] == "paper on CIFAR-10, measured on SyntheticDataModule"
+    speed = results["throughput"]
+    assert speed["repeats"] == 5 and speed["slowest"] <= results["images_per_second"]
+    assert results["images_per_second"] <= speed["fastest"]
+
+
+def test_report_takes_baseline_and_paper_from_the_current_grid(tmp_path):
+    """Cells record the grid's baseline and published numbers when prepared; `report --grid`
+    (and `run --report`) applies the grid file's current ones to finished cells."""
+    spec = {
+        "name": "g",
+        "base": "configs/quickstart.yaml",
+        "seeds": [0, 1],
+        "axes": {"layer": {"attention": {"x.layer": "attention"}, "convnn": {"x.layer": "convnn"}}},
+    }
+    path = tmp_path / "g.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    out = tmp_path / "out"
+    for cell in load_grid(path).cells():
+        (out / cell.id).mkdir(parents=True)
+        info = {**cell.to_json(), "grid": "g", "axes": ["layer"]}
+        (out / cell.id / "cell.json").write_text(json.dumps(info))
+        top1 = {"attention": 80.0, "convnn": 85.0}[cell.values["layer"]] + cell.seed
+        result = {**info, "status": "done", "top1": top1, "top5": 99.0}
+        (out / cell.id / "result.json").write_text(json.dumps(result))
+    rows = write_report(out)[1]
+    assert rows[0]["baseline"] and rows[1]["diff_top1"] == 5.0 and rows[1]["paper_top1"] is None
+    spec |= {
+        "baseline": {"layer": "convnn"},
+        "paper": [{"setting": {"layer": "convnn"}, "top1": 84}],
+    }
+    path.write_text(yaml.safe_dump(spec))
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["report", str(out), "--grid", str(path)])
+    assert exit_info.value.code == 0
+    rows = write_report(out, load_grid(path))[1]
+    assert rows[1]["baseline"] and rows[0]["diff_top1"] == -5.0 and rows[0]["diff_pairs"] == 2
+    assert rows[1]["paper_top1"] == 84.0 and rows[1]["paper_diff"] == pytest.approx(1.5)
+    assert "baseline `layer=convnn`" in (out / "results.md").read_text()
+
+
+def test_intervals_are_clipped_to_the_possible_range():
+    cells = [
+        {"setting": "layer=a", "values": {"layer": "a"}, "seed": s, "status": "done",
+         "top1": t, "order": 0, "axes": ["layer"]}
+        for s, t in enumerate([30.0, 90.0, 95.0])
+    ]  # fmt: skip
+    row = summarize(cells)[1][0]
+    assert summary([30, 90, 95]).high > 100 and summary([30, 90, 95]).low < 0
+    assert (row["top1_ci_low"], row["top1_ci_high"]) == (0.0, 100.0)
