@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.install-stamp
 
-.PHONY: test test-long demo lint format bench
+.PHONY: test test-long test-extra demo lint format bench
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,12 +16,17 @@ $(STAMP): pyproject.toml
 test: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	$(PY) -m pytest -q -m "not long"
+	$(PY) -m pytest -q -m "not long and not extra"
 
 # the slow end-to-end reliability tests (marked `long`): same-seed runs, SIGKILL and resume,
 # memory over 1,000 steps
 test-long: $(STAMP)
 	$(PY) -m pytest -q -m long
+
+# re-checks that CI leaves out (about 3 minutes): the learning thresholds over 5 seeds and
+# every experiment config (same data as its base config) stepped on its own files
+test-extra: $(STAMP)
+	$(PY) -m pytest -q -m extra
 
 # the exact special cases, then the quickstart grid (4 layers x 3 seeds, 10 epochs); `--report`
 # prints runs/ablations/quickstart/results.md: mean ± std, 95% intervals, paired differences

@@ -32,7 +32,7 @@ the long range through its ConvNN half. ``ConvNN2d.from_conv2d`` as the second o
 layers must train step for step like ``nn.Conv2d`` (its value gradient trains the first).
 
 Test accuracy by seed (seed = data, initialization and batch order; the fast tests run
-seed 0, ``pytest -m long`` seeds 1-4), the threshold, and the best accuracy over the same
+seed 0, ``make test-extra`` seeds 1-4), the threshold, and the best accuracy over the same
 seeds with the layer frozen at its initialization (only the rest of the network trains):
 
 | task | variant | 0 | 1 | 2 | 3 | 4 | threshold | frozen |
@@ -87,7 +87,7 @@ from torch import nn
 
 import convnn
 
-SEED = 0  # the seed of the fast tests; ``-m long`` runs the others
+SEED = 0  # the seed of the fast tests; ``-m extra`` runs the others
 MEASURED_SEEDS = [1, 2, 3, 4]
 FEATURES = dict(similarity="dot", weighting="softmax")  # select and weight by features
 DIM, HEADS = 16, 4  # token network: 4 heads of 4 channels
@@ -326,7 +326,7 @@ def test_attention_variant_learns(kind: str) -> None:
 # ---------------------------------------------------------------- the other seeds
 
 
-@pytest.mark.long
+@pytest.mark.extra
 @pytest.mark.parametrize("seed", MEASURED_SEEDS)
 @pytest.mark.parametrize("name", list(MAP_VARIANTS))
 def test_map_variant_other_seeds(name: str, seed: int) -> None:
@@ -334,7 +334,7 @@ def test_map_variant_other_seeds(name: str, seed: int) -> None:
     check(name, MAP_VARIANTS[name], seed)
 
 
-@pytest.mark.long
+@pytest.mark.extra
 @pytest.mark.parametrize("seed", MEASURED_SEEDS)
 @pytest.mark.parametrize("kind", list(TOKEN_LAYERS))
 def test_attention_variant_other_seeds(kind: str, seed: int) -> None:

@@ -245,7 +245,7 @@ def test_every_config_steps_on_its_own_data() -> None:
 @pytest.mark.parametrize(
     "files",
     [
-        pytest.param(files, id=case_id, marks=[pytest.mark.long] if len(files) > 1 else [])
+        pytest.param(files, id=case_id, marks=[pytest.mark.extra] if len(files) > 1 else [])
         for case_id, files in STEP_CASES
     ],
 )
