@@ -53,14 +53,19 @@ def _create_model(name: str, num_classes: int, in_chans: int, kwargs: dict[str, 
     return timm.create_model(name, num_classes=num_classes, in_chans=in_chans, **kwargs)
 
 
+def _pretrained_cfg(name: str) -> Any:
+    """timm's pretrained config of the model ``name``, or ``None``."""
+    try:
+        return timm.models.get_pretrained_cfg(name)
+    except (RuntimeError, ValueError, KeyError):
+        return None
+
+
 def fixed_input_size(name: str) -> bool:
     """Whether the timm model ``name`` takes inputs of one size only, set by its ``img_size``
     argument (``fixed_input_size`` in its pretrained config: every ViT, ``convnn_vit_*``
     included, whose position embedding is sized for one patch grid)."""
-    try:
-        cfg = timm.models.get_pretrained_cfg(name)
-    except (RuntimeError, ValueError, KeyError):
-        return False
+    cfg = _pretrained_cfg(name)
     return bool(cfg is not None and cfg.fixed_input_size)
 
 
@@ -78,10 +83,7 @@ def input_size(name: str, image_size: int | None, model_kwargs: dict[str, Any]) 
     own = _square(model_kwargs.get("img_size"))
     if own is not None:
         return own
-    try:
-        cfg = timm.models.get_pretrained_cfg(name)
-    except (RuntimeError, ValueError, KeyError):
-        cfg = None
+    cfg = _pretrained_cfg(name)
     return _square(tuple(cfg.input_size[-2:])) if cfg is not None and cfg.input_size else None
 
 
