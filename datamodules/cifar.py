@@ -22,12 +22,14 @@ class CIFAR10DataModule(ImageClassificationDataModule):
     flip; all splits: normalization with the dataset's channel mean and std.
 
     Args:
-        root: folder that holds (or, with ``download``, receives) ``cifar-10-batches-py``.
+        root: folder that holds (or, with ``download``, receives) ``cifar-10-batches-py``;
+            ``None``: ``data/cifar10`` (``data/cifar100`` for CIFAR-100).
         download: download and extract the archive in ``prepare_data`` when it is missing.
     """
 
     dataset_cls: type[CIFAR10] = CIFAR10
     title = "CIFAR-10"
+    default_root = "data/cifar10"
     num_classes = 10
     image_size = 32
     mean = CIFAR10_MEAN
@@ -35,14 +37,14 @@ class CIFAR10DataModule(ImageClassificationDataModule):
 
     def __init__(
         self,
-        root: str = "data/cifar10",
+        root: str | None = None,
         download: bool = False,
         batch_size: int = 128,
         num_workers: int = 4,
         pin_memory: bool = True,
         persistent_workers: bool = True,
     ) -> None:
-        settings = dict(root=str(root), download=download)
+        settings = dict(root=str(root or self.default_root), download=download)
         super().__init__(batch_size, num_workers, pin_memory, persistent_workers, **settings)
         if not download:
             self.check_files()
@@ -89,14 +91,4 @@ class CIFAR100DataModule(CIFAR10DataModule):
     num_classes = 100
     mean = (0.5071, 0.4865, 0.4409)
     std = (0.2673, 0.2564, 0.2762)
-
-    def __init__(
-        self,
-        root: str = "data/cifar100",
-        download: bool = False,
-        batch_size: int = 128,
-        num_workers: int = 4,
-        pin_memory: bool = True,
-        persistent_workers: bool = True,
-    ) -> None:
-        super().__init__(root, download, batch_size, num_workers, pin_memory, persistent_workers)
+    default_root = "data/cifar100"

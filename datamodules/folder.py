@@ -23,7 +23,7 @@ from .base import (
     Split,
     check_image_size,
 )
-from .transforms import DEFAULT_RATIO, DEFAULT_SCALE, imagenet_transform
+from .transforms import DEFAULT_RATIO, DEFAULT_SCALE, TRAIN_AUGMENT_DEFAULTS, imagenet_transform
 
 Interpolation = Literal["bicubic", "bilinear", "nearest", "random"]
 CorruptImages = Literal["fail", "skip"]
@@ -295,19 +295,14 @@ class ImageNetDataModule(ImageClassificationDataModule):
         self.image_size = image_size
         self.mean = tuple(mean)
         self.std = tuple(std)
+        augment = {name: self.hparams[name] for name in TRAIN_AUGMENT_DEFAULTS}
         self.transform_args = dict(
             image_size=image_size,
             mean=self.mean,
             std=self.std,
-            scale=tuple(scale),
-            ratio=tuple(ratio),
-            hflip=hflip,
-            vflip=vflip,
-            color_jitter=color_jitter,
-            auto_augment=auto_augment,
-            re_prob=re_prob,
             crop_pct=crop_pct,
             interpolation=interpolation,
+            **augment,
         )
         try:
             self.transforms = {train: self.make_transform(train) for train in (True, False)}

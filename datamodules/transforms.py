@@ -61,20 +61,27 @@ def fix_posterize(transform: Any) -> Any:
     return transform
 
 
+TRAIN_AUGMENT_DEFAULTS: dict[str, Any] = dict(
+    scale=DEFAULT_SCALE,
+    ratio=DEFAULT_RATIO,
+    hflip=0.5,
+    vflip=0.0,
+    color_jitter=0.4,
+    auto_augment=None,
+    re_prob=0.0,
+)
+"""timm's training-augmentation arguments that the folder DataModule exposes, under timm's
+names (those of ``timm.data.create_transform``), with timm's defaults."""
+
+
 def imagenet_transform(
     train: bool,
     image_size: int,
     mean: Sequence[float],
     std: Sequence[float],
-    auto_augment: str | None,
-    re_prob: float,
     crop_pct: float,
     interpolation: str,
-    scale: Sequence[float] = DEFAULT_SCALE,
-    ratio: Sequence[float] = DEFAULT_RATIO,
-    hflip: float = 0.5,
-    vflip: float = 0.0,
-    color_jitter: float | Sequence[float] | None = 0.4,
+    **augment: Any,
 ) -> Callable:
     """timm's transform for PIL images (``timm.data.create_transform``, timm's argument names).
 
@@ -83,29 +90,29 @@ def imagenet_transform(
     ``auto_augment`` (a timm policy string such as ``"rand-m9-mstd0.5-inc1"``, or ``None``),
     colour jitter ``color_jitter`` (brightness, contrast, saturation[, hue]; a number is used
     for the first three; timm leaves it out when ``auto_augment`` is set; 0 or ``None``: none),
-    normalization, random erasing with probability ``re_prob``. timm's posterize op is
-    replaced by :func:`posterize`, which accepts the 0 bits its levels can ask for.
+    normalization, random erasing with probability ``re_prob``. ``augment`` holds any of
+    :data:`TRAIN_AUGMENT_DEFAULTS` (the others keep timm's default); evaluation ignores it.
+    timm's posterize op is replaced by :func:`posterize`, which accepts the 0 bits its
+    levels can ask for.
     Evaluation: resize to ``image_size / crop_pct``, center crop ``image_size``, normalization.
     """
+    unknown = sorted(set(augment) - set(TRAIN_AUGMENT_DEFAULTS))
+    if unknown:
+        raise TypeError(f"unknown augmentation {unknown}; expected {list(TRAIN_AUGMENT_DEFAULTS)}")
     if train:
-        if isinstance(color_jitter, Sequence):
-            color_jitter = tuple(color_jitter)
-        if not color_jitter or (isinstance(color_jitter, tuple) and not any(color_jitter)):
-            color_jitter = None  # no ColorJitter step rather than one that changes nothing
+        args = {k: tuple(v) if isinstance(v, list) else v for k, v in augment.items()}
+        args = TRAIN_AUGMENT_DEFAULTS | args  # lists (from YAML) as the tuples timm expects
+        jitter = args["color_jitter"]
+        if not jitter or (isinstance(jitter, tuple) and not any(jitter)):
+            args["color_jitter"] = None  # no ColorJitter step rather than one that changes nothing
         transform = create_transform(
             image_size,
             is_training=True,
-            scale=tuple(scale),
-            ratio=tuple(ratio),
-            hflip=hflip,
-            vflip=vflip,
-            color_jitter=color_jitter,
-            auto_augment=auto_augment,
-            re_prob=re_prob,
             re_mode="pixel",
             interpolation=interpolation,
             mean=tuple(mean),
             std=tuple(std),
+            **args,
         )
         return fix_posterize(transform)
     return create_transform(

@@ -62,8 +62,13 @@ def _far_pairs(n: int, size: int, block: int, gap: int, gen: torch.Generator) ->
     return out
 
 
+FLAG = 4.0  # channel 0 on a marker; FLAG**2 > AMPLITUDE**2 (see marker_data)
+LEVELS = 8  # marker values: LEVELS evenly spaced levels in [-AMPLITUDE, AMPLITUDE]
+AMPLITUDE = 3.0
+
+
 def _marker_values(
-    n: int, gen: torch.Generator, levels: int, amplitude: float
+    n: int, gen: torch.Generator, levels: int = LEVELS, amplitude: float = AMPLITUDE
 ) -> tuple[Tensor, Tensor]:
     """``(n, 2)`` marker values and labels ``(n,)``: each value is one of ``levels``
     evenly spaced levels in ``[-amplitude, amplitude]``; label 1 (half the samples): both
@@ -82,15 +87,12 @@ def marker_data(
     size: int = 12,
     block: int = 2,
     gap: int = 5,
-    flag: float = 4.0,
-    levels: int = 8,
-    amplitude: float = 3.0,
 ) -> tuple[Tensor, Tensor]:
-    """``x (n, 2, size, size)``, ``y (n,)``: channel 0 = ``flag`` on the two marker
+    """``x (n, 2, size, size)``, ``y (n,)``: channel 0 = ``FLAG`` on the two marker
     blocks, channel 1 = the block's value, 0 elsewhere.
 
     ``gap=5`` keeps both blocks out of every 5x5 window (two stacked 3x3 convolutions);
-    ``flag**2 > amplitude**2``, so under ``dot`` similarity a marker ranks every marker
+    ``FLAG**2 > AMPLITUDE**2``, so under ``dot`` similarity a marker ranks every marker
     token above the background. The background is exactly 0 (no noise), so a background
     token scores 0 against every token and never selects a marker: the blocks meet only
     through the markers' own selections, which a selection returning wrong neighbours
@@ -98,11 +100,11 @@ def marker_data(
     markers too and the task stays learnable with an inverted selection."""
     x = torch.zeros(n, 2, size, size)
     corners = _far_pairs(n, size, block, gap, gen)  # (n, 2 markers, (row, col))
-    values, y = _marker_values(n, gen, levels, amplitude)
+    values, y = _marker_values(n, gen)
     for i in range(n):
         for m in range(2):
             r, c = corners[i, m].tolist()
-            x[i, 0, r : r + block, c : c + block] = flag
+            x[i, 0, r : r + block, c : c + block] = FLAG
             x[i, 1, r : r + block, c : c + block] = values[i, m]
     return x, y
 
@@ -111,19 +113,16 @@ def token_marker_data(
     n: int,
     gen: torch.Generator,
     tokens: int = 16,
-    flag: float = 4.0,
     noise: float = 0.3,
-    levels: int = 8,
-    amplitude: float = 3.0,
 ) -> tuple[Tensor, Tensor]:
     """``x (n, tokens, 2)``, ``y (n,)``: :func:`marker_data` on a sequence, one token per
     marker at two random distinct places, ``N(0, noise^2)`` values on the other tokens."""
     x = torch.zeros(n, tokens, 2)
     x[:, :, 1] = noise * torch.randn(n, tokens, generator=gen)
     where = torch.rand(n, tokens, generator=gen).argsort(dim=1)[:, :2]  # (n, 2) distinct
-    values, y = _marker_values(n, gen, levels, amplitude)
+    values, y = _marker_values(n, gen)
     rows = torch.arange(n)[:, None]
-    x[rows, where, 0] = flag
+    x[rows, where, 0] = FLAG
     x[rows, where, 1] = values
     return x, y
 
