@@ -14,18 +14,16 @@ import sys
 from pathlib import Path
 
 from rich.console import Console
-from rich.live import Live
 from rich.table import Table
 
 from convnn.errors import cli_message
 from lightning_modules.files import UsageError, check_writable
 
 from .grid import Cell, Grid, GridError, load_grid, validate_cell
-from .runner import Job, prepare_cells, read_state, run_local
+from .progress import STYLE, GridProgress
+from .runner import prepare_cells, read_state, run_local
 
 __all__ = ["main"]
-
-STYLE = {"pending": "dim", "running": "yellow", "done": "green", "failed": "red"}
 
 
 def plan(grid: Grid, console: Console, need_data: bool = False) -> list:
@@ -85,22 +83,9 @@ def run(args: argparse.Namespace, console: Console) -> int:
         console.print(f"submitted {len(jobs)} cells: {', '.join(j.job_id for j in jobs)}")
         return 0
     gpus = [g for g in args.gpus.split(",") if g] if args.gpus else None
-    if console.is_terminal:
-        with Live(status_table(dirs), console=console, refresh_per_second=2) as live:
-
-            def refresh(jobs: list[Job]) -> None:
-                live.update(status_table(dirs))
-
-            jobs = run_local(dirs, args.parallel, gpus, args.gpus_per_cell, args.rerun, refresh)
-    else:
-
-        def log(jobs: list[Job]) -> None:
-            for job in jobs:
-                if job.code is not None and not getattr(job, "_logged", False):
-                    job._logged = True
-                    console.print(f"{job.cell_dir.name}: {read_state(job.cell_dir)['status']}")
-
-        jobs = run_local(dirs, args.parallel, gpus, args.gpus_per_cell, args.rerun, log)
+    slots = len(gpus) // args.gpus_per_cell if gpus else args.parallel
+    with GridProgress(dirs, slots, console, live=console.is_terminal) as progress:
+        run_local(dirs, args.parallel, gpus, args.gpus_per_cell, args.rerun, progress.update)
     console.print(status_table(dirs))
     failed = [d.name for d in dirs if read_state(d).get("status") != "done"]
     if failed:

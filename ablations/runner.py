@@ -2,7 +2,8 @@
 
 A cell directory holds ``cell.json`` (its values), ``config.yaml`` (the complete merged
 config), ``version_<n>/`` (one per attempt: checkpoints, TensorBoard events), ``train.log``,
-``status.json`` (running/failed, rewritten) and, once finished, ``result.json`` (written
+``status.json`` (running/failed, rewritten), ``progress.json`` (the last finished epoch and
+its metrics, rewritten by ``convnn fit``) and, once finished, ``result.json`` (written
 atomically, never overwritten without ``rerun``). A restarted cell resumes from the newest
 ``last.ckpt``. ``python -m ablations.runner CELL_DIR`` runs one cell; the local scheduler
 runs many, on CPU (``parallel``) or on distinct GPUs (``gpus``, ``gpus_per_cell``).
@@ -25,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from lightning_modules.files import atomic_write_json, atomic_write_text
+from lightning_modules.files import PROGRESS_FILE_ENV, atomic_write_json, atomic_write_text
 
 from .grid import Cell, Grid, merged_config
 
@@ -119,6 +120,7 @@ def run_cell(cell_dir: str | Path, extra_args: list[str] | None = None, rerun: b
     env = dict(os.environ)
     if env.get("SUBMITIT_EXECUTOR") == "slurm":  # Lightning would expect srun-launched ranks
         env = {k: v for k, v in env.items() if not k.startswith("SLURM_")}
+    env[PROGRESS_FILE_ENV] = str(cell_dir / "progress.json")
     start = time.time()
     with open(cell_dir / "train.log", "a") as log:
         log.write(f"\n=== attempt {attempt}, resume from {ckpt}\n")
@@ -263,7 +265,7 @@ class Scheduler:
                 running.remove(job)
                 if self.pool is not None:
                     self.pool.release(job.gpus)
-                self.on_change(jobs)
+            self.on_change(jobs)  # every poll: running cells report epochs in between
         return jobs
 
 

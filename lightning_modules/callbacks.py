@@ -4,7 +4,9 @@
   and the best value of the monitored metric at the end.
 * :class:`EpochLog` (``fit``): one plain line per epoch with its metrics when no progress bar
   is shown or the output is not a terminal (a log file), e.g. ``epoch 3/30  train/acc1 86.1%
-  train/loss 0.412  val/acc1 88.6%  val/loss 0.391  lr 3.20e-03  12.3s`` (one line).
+  train/loss 0.412  val/acc1 88.6%  val/loss 0.391  lr 3.20e-03  12.3s`` (one line). When
+  the environment names a file in ``CONVNN_PROGRESS_FILE`` (the ablation runner does, for
+  its live view), the same epoch, metrics and time are also written there as JSON.
 * :class:`PredictionWriter` (``predict``): ``predictions.csv`` in the run directory (written
   atomically): the sample's index (and file, when the dataset lists files), its label when the
   batch carries one, and the top-5 classes with their probabilities.
@@ -15,6 +17,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -24,7 +27,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter, ModelCheckpoint
 
-from .files import atomic_write_text
+from .files import PROGRESS_FILE_ENV, atomic_write_json, atomic_write_text
 from .notes import report
 
 __all__ = ["EpochLog", "PredictionWriter", "RunReport", "run_directory"]
@@ -105,11 +108,21 @@ class EpochLog(L.Callback):
             self._validated = True
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not self._active(trainer):
-            return
-        print(self.line(trainer), flush=True)
+        progress_file = os.environ.get(PROGRESS_FILE_ENV)
+        if progress_file and trainer.is_global_zero and not trainer.sanity_checking:
+            epochs = _epochs(trainer)
+            progress = {
+                "epoch": trainer.current_epoch + 1,
+                "max_epochs": int(epochs) if epochs.isdigit() else None,
+                "metrics": self.metrics(trainer),
+                "time": time.time(),
+            }
+            atomic_write_json(Path(progress_file), progress)
+        if self._active(trainer):
+            print(self.line(trainer), flush=True)
 
-    def line(self, trainer: L.Trainer) -> str:
+    def metrics(self, trainer: L.Trainer) -> dict[str, float]:
+        """The epoch's train and val metrics (val only after a validation this epoch)."""
         metrics = {k: v for k, v in trainer.callback_metrics.items() if "/" in k}
         values: dict[str, float] = {}
         for name, value in sorted(metrics.items()):
@@ -121,6 +134,10 @@ class EpochLog(L.Callback):
             if not isinstance(value, torch.Tensor) or value.numel() != 1:
                 continue
             values[name.replace("train/loss_epoch", "train/loss")] = float(value)
+        return values
+
+    def line(self, trainer: L.Trainer) -> str:
+        values = self.metrics(trainer)
         order = sorted(values, key=lambda n: (not n.startswith("train"), n))
         parts = [f"epoch {trainer.current_epoch + 1}/{_epochs(trainer)}"]
         parts += [f"{name} {_number(name, values[name])}" for name in order]

@@ -30,6 +30,10 @@ __all__ = [
 ]
 
 
+PROGRESS_FILE_ENV = "CONVNN_PROGRESS_FILE"
+"""Environment variable: a file where ``convnn fit`` writes each finished epoch as JSON."""
+
+
 def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any]) -> None:
     """Call ``write(f)`` on a temporary binary file, then atomically replace ``path`` with it."""
     path = Path(path)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -101,6 +102,11 @@ def test_run_parallel_and_report(tmp_path):
     log = proc.communicate(timeout=150)[0].decode()
     assert proc.returncode == 0, log
     assert len(results(out)) == 4
+    # not a terminal: one line per event, with each cell's epochs and val/acc1 as they end
+    for cell in (p.parent.name for p in results(out)):
+        assert re.search(rf"^{cell}: epoch 1/1  val/acc1 \d+\.\d%$", log, re.M), log
+        assert re.search(rf"^{cell}: done  top-1 \d+\.\d%  \(\S+\)$", log, re.M), log
+    assert "4 done, 0 running, 0 failed, 0 pending of 4 cells; elapsed" in log
     cli_proc = ablate("report", str(out))
     assert cli_proc.wait(timeout=60) == 0
     rows = (out / "results.csv").read_text().strip().splitlines()
