@@ -11,6 +11,7 @@ runs many, on CPU (``parallel``) or on distinct GPUs (``gpus``, ``gpus_per_cell`
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import fcntl
 import json
@@ -19,7 +20,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,9 +100,53 @@ def _fit_command(cell_dir: Path, ckpt: Path | None, extra: list[str]) -> list[st
     return cmd
 
 
-def run_cell(cell_dir: str | Path, extra_args: list[str] | None = None, rerun: bool = False) -> int:
-    """Train and evaluate one cell; returns 0 when it is done (now or before)."""
+def _without_slurm(env: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in env.items() if not k.startswith("SLURM_")}
+
+
+@contextlib.contextmanager
+def _slurm_hidden() -> Iterator[None]:
+    """Hide ``SLURM_*`` from Lightning in this process for a while (submitit reads them
+    again afterwards)."""
+    saved = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith("SLURM_")}
+    try:
+        yield
+    finally:
+        os.environ.update(saved)
+
+
+def _fit_rank(cell_dir: Path, extra: list[str], rerun: bool, rank: int) -> int:
+    """Rank ``rank > 0`` of a multi-task cell: ``convnn fit`` only, from the same checkpoint
+    as rank 0, in the SLURM environment; rank 0 keeps the cell's files."""
+    if (cell_dir / "result.json").exists() and not rerun:
+        return 0
+    ckpt = None if rerun else latest_checkpoint(cell_dir)
+    with open(cell_dir / f"train.rank{rank}.log", "a") as log:
+        return subprocess.call(
+            _fit_command(cell_dir, ckpt, extra),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent,
+        )
+
+
+def run_cell(
+    cell_dir: str | Path,
+    extra_args: list[str] | None = None,
+    rerun: bool = False,
+    rank: int | None = None,
+) -> int:
+    """Train and evaluate one cell; returns 0 when it is done (now or before).
+
+    ``rank``: ``None`` for a cell run by one process (which may start DDP processes of its
+    own); the task's global rank when the cell is one of several tasks that SLURM started
+    (``srun``, one per GPU, over ``trainer.num_nodes`` nodes): each rank runs ``convnn fit``
+    in the SLURM environment that Lightning reads, and rank 0 alone locks, records and
+    evaluates the cell."""
     cell_dir = Path(cell_dir)
+    extra = list(extra_args or [])
+    if rank:
+        return _fit_rank(cell_dir, extra, rerun, rank)
     lock = open(cell_dir / ".lock", "w")  # noqa: SIM115  (held until the process exits)
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -118,15 +163,15 @@ def run_cell(cell_dir: str | Path, extra_args: list[str] | None = None, rerun: b
     state = {"status": "running", "attempt": attempt, "resumed_from": ckpt, "pid": os.getpid()}
     atomic_write_json(cell_dir / "status.json", {**status, **state, "started": time.time()})
     env = dict(os.environ)
-    if env.get("SUBMITIT_EXECUTOR") == "slurm":  # Lightning would expect srun-launched ranks
-        env = {k: v for k, v in env.items() if not k.startswith("SLURM_")}
+    if rank is None and env.get("SUBMITIT_EXECUTOR") == "slurm":
+        env = _without_slurm(env)  # one task: Lightning would expect srun-launched ranks
     env[PROGRESS_FILE_ENV] = str(cell_dir / "progress.json")
     start = time.time()
     with open(cell_dir / "train.log", "a") as log:
         log.write(f"\n=== attempt {attempt}, resume from {ckpt}\n")
         log.flush()
         code = subprocess.call(
-            _fit_command(cell_dir, ckpt, list(extra_args or [])),
+            _fit_command(cell_dir, ckpt, extra),
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,
@@ -140,7 +185,8 @@ def run_cell(cell_dir: str | Path, extra_args: list[str] | None = None, rerun: b
         atomic_write_json(cell_dir / "status.json", failed)
         return code or 1
     try:
-        metrics = _evaluate(last)
+        with _slurm_hidden():  # one process, also on rank 0 of a multi-task cell
+            metrics = _evaluate(last)
     except Exception as err:  # noqa: BLE001  (reported in status.json)
         failed = {**state, "status": "failed", "error": f"evaluate: {err}", "elapsed_s": elapsed}
         atomic_write_json(cell_dir / "status.json", failed)
