@@ -8,7 +8,8 @@ the Student-t 95% interval of the mean (:mod:`ablations.stats`), the difference 
 grid's baseline setting paired by seed with its own 95% interval and whether that interval
 excludes 0, and, where the grid maps the setting to a published row (``paper:``,
 :mod:`ablations.paper`), the paper's top-1 and measured mean - paper. One seed shows the
-value alone; its interval columns say ``n/a``.
+value alone; its interval columns say ``n/a``. Cells with a ``locality.json`` (the runner
+writes one after training) add the locality columns :data:`LOCALITY` (also HParams metrics).
 """
 
 from __future__ import annotations
@@ -30,10 +31,23 @@ from .grid import Grid
 from .runner import read_state
 from .stats import LEVEL, Summary, paired, summary
 
-__all__ = ["collect", "grid_info", "markdown", "summarize", "write_report"]
+__all__ = ["collect", "grid_info", "locality_columns", "markdown", "summarize", "write_report"]
 
 GRID_KEYS = ("order", "baseline", "paper")
 COSTS = ("params", "gflops", "wall_time_s")
+LOCALITY = tuple(
+    f"locality_{name}"
+    for name in (
+        "first_mean_distance",
+        "last_mean_distance",
+        "first_window_fraction",
+        "last_window_fraction",
+        "prefix_fraction",
+    )
+)
+"""Locality columns (``docs/inspection.md``): the first and last ConvNN layer's mean
+Chebyshev distance and 3x3-window share, the class-token share over all layers; means
+over the setting's finished seeds, empty without ConvNN layers."""
 
 
 def collect(out: Path, grid: Grid | None = None) -> list[dict[str, Any]]:
@@ -46,8 +60,42 @@ def collect(out: Path, grid: Grid | None = None) -> list[dict[str, Any]]:
         info = json.loads(info_path.read_text())
         state = read_state(info_path.parent)
         now = {k: v for k, v in current.get(info["id"], {}).items() if k in GRID_KEYS}
-        rows.append({**info, **state, **now, "id": info["id"], "dir": str(info_path.parent)})
+        row = {**info, **state, **now, "id": info["id"], "dir": str(info_path.parent)}
+        rows.append(row | {"locality": _locality_layers(info_path.parent)})
     return rows
+
+
+def _locality_layers(cell_dir: Path) -> dict[str, Any] | None:
+    """The ``layers`` of the cell's ``locality.json`` (written after training by the runner,
+    :func:`lightning_modules.inspect.checkpoint_locality`), or ``None``."""
+    try:
+        layers = json.loads((cell_dir / "locality.json").read_text()).get("layers")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return layers or None
+
+
+def locality_columns(cells: list[dict[str, Any]]) -> dict[str, float | None]:
+    """:data:`LOCALITY` of the finished ``cells`` (one setting): per cell the first and last
+    ConvNN layer's mean distance and 3x3-window share and the class-token share averaged
+    over the layers, then the mean over the cells that have them."""
+    values: dict[str, list[float]] = {name: [] for name in LOCALITY}
+    for cell in cells:
+        layers = list((cell.get("locality") or {}).values())
+        if cell.get("status") != "done" or not layers:
+            continue
+        found = {
+            "first_mean_distance": layers[0].get("mean_distance"),
+            "last_mean_distance": layers[-1].get("mean_distance"),
+            "first_window_fraction": layers[0].get("window_fraction"),
+            "last_window_fraction": layers[-1].get("window_fraction"),
+        }
+        prefix = [x["prefix_fraction"] for x in layers if x.get("prefix_fraction") is not None]
+        found["prefix_fraction"] = statistics.fmean(prefix) if prefix else None
+        for name, value in found.items():
+            if value is not None:
+                values["locality_" + name].append(float(value))
+    return {name: statistics.fmean(v) if v else None for name, v in values.items()}
 
 
 def _num_classes(config: dict[str, Any], checkpoint: str | None) -> int | None:
@@ -153,6 +201,7 @@ def summarize(cells: list[dict[str, Any]]) -> tuple[list[str], list[dict[str, An
         row["images_per_second"] = statistics.median(speeds) if speeds else None
         loads = [(m.get("throughput") or {}).get("under_load") for m in done]
         row["throughput_under_load"] = any(loads) if loads else None
+        row |= locality_columns(members)
         row["seeds"] = len(members)
         counts: dict[str, int] = {}
         for m in members:
@@ -168,7 +217,10 @@ def _columns(axes: list[str]) -> list[str]:
     diff += ["diff_excludes_zero"]
     paper = ["paper_top1", "paper_diff", "paper_label"]
     costs = [*COSTS, "images_per_second", "throughput_under_load"]
-    return [*axes, *stats, "n", "baseline", *diff, *paper, *costs, "seeds", "status", "setting"]
+    return [
+        *axes, *stats, "n", "baseline", *diff, *paper, *costs, *LOCALITY, "seeds", "status",
+        "setting",
+    ]  # fmt: skip
 
 
 def write_csv(path: Path, axes: list[str], rows: list[dict[str, Any]]) -> None:
@@ -215,6 +267,8 @@ def markdown(
     head = [*axes, "seeds", "top-1 (%)", f"top-1 {level} CI", "Δ top-1", f"Δ {level} CI", "Δ ≠ 0"]
     head += ["paper top-1", "measured − paper"] if has_paper else []
     head += ["top-5 (%)", "params (M)", "GFLOPs", "images/s", "wall (s)", "status"]
+    has_locality = any(r.get("locality_first_mean_distance") is not None for r in rows)
+    head += ["distance first → last"] if has_locality else []
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
         have = row["top1_mean"] is not None
@@ -236,6 +290,9 @@ def markdown(
         params = None if row["params"] is None else row["params"] / 1e6
         cells += [_mean_std(row, "top5"), _num(params), _num(row["gflops"], 3), _speed(row)]
         cells += [_num(row["wall_time_s"], 0), row["status"]]
+        if has_locality:
+            first, last = row["locality_first_mean_distance"], row["locality_last_mean_distance"]
+            cells.append("" if first is None else f"{_num(first)} → {_num(last)}")
         lines.append("| " + " | ".join(cells) + " |")
     base = next((r["setting"] for r in rows if r["baseline"]), None)
     seeds = ", ".join(str(s) for s in info.get("seeds", []))
@@ -257,6 +314,14 @@ def markdown(
             for r in rows
             if r["paper_top1"] is not None
         ]
+    if has_locality:
+        parts += [
+            "",
+            "distance first → last: mean Chebyshev distance (grid cells) from a query to its "
+            "selected neighbors in the first and the last ConvNN layer (a whole 3x3 window: "
+            "0.89), over the validation images; `locality_*` columns of results.csv have more "
+            "(docs/inspection.md).",
+        ]
     if any("†" in _speed(r) for r in rows):
         parts += [
             "",
@@ -277,7 +342,8 @@ def write_hparams(out: Path, axes: list[str], rows: list[dict[str, Any]]) -> Non
         for a in axes:
             v = row.get(a)
             hparams[a] = v if isinstance(v, (int, float, str, bool)) else str(v)
-        metrics = {f"hparam/{k}": row[k] for k in ("top1_mean", "top5_mean") if row[k] is not None}
+        keys = ("top1_mean", "top5_mean", *LOCALITY)
+        metrics = {f"hparam/{k}": row[k] for k in keys if row.get(k) is not None}
         with SummaryWriter(out / "hparams" / f"{i:03d}") as writer:
             writer.add_hparams(hparams, metrics, run_name=".")
 

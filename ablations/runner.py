@@ -215,7 +215,31 @@ def _evaluate(ckpt: Path) -> dict[str, Any]:
     from lightning_modules.evaluate import evaluate
 
     gpu = torch.cuda.is_available() and os.environ.get("CUDA_VISIBLE_DEVICES", "x") != ""
-    return evaluate(ckpt, accelerator="gpu" if gpu else "cpu", progress=False)
+    accelerator = "gpu" if gpu else "cpu"
+    metrics = evaluate(ckpt, accelerator=accelerator, progress=False)
+    write_locality(ckpt, accelerator)
+    return metrics
+
+
+LOCALITY_IMAGES = 1024
+"""Validation images a cell's ``locality.json`` is measured over (at most)."""
+
+
+def write_locality(ckpt: Path, accelerator: str = "cpu") -> Path:
+    """``locality.json`` of the cell whose ``version_<n>/checkpoints/`` holds ``ckpt``: the
+    ConvNN layers' locality statistics over up to :data:`LOCALITY_IMAGES` validation images
+    (``convnn inspect`` without pictures), for the report's locality columns. A failure is
+    recorded in the file (``error``) and printed; it does not fail the trained cell."""
+    from lightning_modules.inspect import checkpoint_locality
+
+    path = ckpt.parent.parent.parent / "locality.json"
+    try:
+        result = checkpoint_locality(ckpt, max_images=LOCALITY_IMAGES, accelerator=accelerator)
+    except Exception as err:  # noqa: BLE001  (the cell's accuracy stands without it)
+        print(f"locality of {ckpt}: {type(err).__name__}: {err}", file=sys.stderr)
+        result = {"checkpoint": str(ckpt), "error": f"{type(err).__name__}: {err}", "layers": {}}
+    atomic_write_json(path, result)
+    return path
 
 
 # ---------------------------------------------------------------- local scheduling

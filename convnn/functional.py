@@ -5,7 +5,9 @@ path (:func:`convnn.backends.choose_backend`: the one place that dispatches) and
 it. The pipeline every path computes (SPEC §1): positional encoding of the selection
 features -> candidate table -> similarity -> top-k selection (no gradient, float32,
 ties to the lower token index) -> weighting scores (with gradient) -> gather values ->
-aggregation kernel; :mod:`convnn.backends.reference` spells it out.
+aggregation kernel; :mod:`convnn.backends.reference` spells it out. :func:`select` and
+:func:`select2d` return what a call selects (:class:`~convnn.selection.Selection`), through
+the same selection functions.
 """
 
 from __future__ import annotations
@@ -14,20 +16,25 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from . import selection
 from .backends import MapCall, TokenCall, blocked, choose_backend, reference, resolve_backend
 from .backends.conv import location_as_window
 from .checks import check_call
 from .ops.geometry import CandidateTable, Grid, candidate_table, conv_queries
 from .ops.positional import encode_positions
 from .options import ConvNNOptions
+from .selection import Selection
 
 __all__ = [
     "ConvNNOptions",
     "Grid",
+    "Selection",
     "candidate_table",
     "convnn",
     "convnn2d",
     "encode_positions",
+    "select",
+    "select2d",
     "select_neighbors",
 ]
 
@@ -72,26 +79,12 @@ def convnn(
     Returns:
         ``(*, Nq, O)`` aggregated outputs.
     """
-    opts = options
-    key = value if key is None else key
-    N = value.shape[-2]
-    if query_index is None:
-        query_index = torch.arange(N, device=value.device)
-    query = key[..., query_index, :] if query is None else query
-    weight_channels = None
-    if opts.kernel in ("standard", "separable") and weight is not None:
-        weight_channels = weight.shape[1] if opts.kernel == "standard" else weight.shape[0]
-        weight_channels -= (
-            2 if opts.positional_encoding == "coords" and opts.coords_to_values else 0
-        )
-    check_call(opts, value, query, key, grid, query_index, weight_channels)
-    k = opts.k if opts.k is not None else opts.max_k(N)
-    name = resolve_backend(backend or opts.backend)
-    query, key, value = encode_positions(opts, query, key, value, grid, query_index, pos_table)
-    call = TokenCall(
-        opts, value, query, key, k, query_index, grid, weight, pointwise_weight, bias,
-        sample, generator, training, dropout_p,
+    call, name = _token_call(
+        value, query, key, options, weight, pointwise_weight, bias, grid, query_index,
+        pos_table, sample, generator, training, dropout_p, backend,
     )  # fmt: skip
+    if selection.SINK is not None:  # a recorder listens (convnn.inspection.record_selection)
+        call = selection.report(call, name)
     return choose_backend("tokens", call, name).run(call)  # type: ignore[union-attr]
 
 
@@ -128,12 +121,12 @@ def convnn2d(
     )
     path = choose_backend("map", call, name)
     if path is not None:
+        if selection.SINK is not None:  # the map paths form no indices: select on tokens
+            geometry = (kernel_size, stride, padding)
+            chosen = select2d(x, *geometry, options=options, pos_table=pos_table, backend=name)
+            selection.SINK(chosen)
         return path.run(call)
-    real_only = options.draws_from_input_only
-    grid, query_index, (Ho, Wo) = conv_queries(H, W, kernel_size, stride, padding, not real_only)
-    if not real_only and any(padding):
-        x = F.pad(x, (padding[1], padding[1], padding[0], padding[0]))
-    tokens = x.flatten(2).transpose(1, 2)  # (B, Hp*Wp, C)
+    tokens, grid, query_index, (Ho, Wo) = _map_tokens(x, options, kernel_size, stride, padding)
     out = convnn(
         tokens,
         options=options,
@@ -141,13 +134,83 @@ def convnn2d(
         pointwise_weight=pointwise_weight,
         bias=bias,
         grid=grid,
-        query_index=query_index.to(x.device),
+        query_index=query_index,
         pos_table=pos_table,
         generator=generator,
         training=training,
         backend=name,
     )  # (B, Ho*Wo, O)
     return out.transpose(1, 2).reshape(B, -1, Ho, Wo)
+
+
+def _map_tokens(
+    x: Tensor,
+    options: ConvNNOptions,
+    kernel_size: tuple[int, int],
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+) -> tuple[Tensor, Grid, Tensor, tuple[int, int]]:
+    """A map ``(B, C, H, W)`` as :func:`convnn2d`'s tokens: ``(tokens (B, N, C), grid,
+    query_index (Ho*Wo,), (Ho, Wo))``, zero-padded unless ``options`` draw from the input
+    only."""
+    real_only = options.draws_from_input_only
+    H, W = x.shape[-2:]
+    grid, query_index, size = conv_queries(H, W, kernel_size, stride, padding, not real_only)
+    if not real_only and any(padding):
+        x = F.pad(x, (padding[1], padding[1], padding[0], padding[0]))
+    return x.flatten(2).transpose(1, 2), grid, query_index.to(x.device), size
+
+
+def select(
+    value: Tensor,
+    query: Tensor | None = None,
+    key: Tensor | None = None,
+    *,
+    options: ConvNNOptions,
+    grid: Grid | None = None,
+    query_index: Tensor | None = None,
+    pos_table: Tensor | None = None,
+    sample: Tensor | None = None,
+    generator: torch.Generator | None = None,
+    training: bool = False,
+    backend: str | None = None,
+) -> Selection:
+    """The neighbors :func:`convnn` selects with these arguments, and their weights.
+
+    Arguments as in :func:`convnn` (only ``value``'s shape ``(*, N, C)`` is read when
+    ``key`` is given). Returns a :class:`~convnn.selection.Selection`: ``index`` and
+    ``weights`` ``(*, Nq, k)``, the grid and the neighbors' positions on it.
+    """
+    call, name = _token_call(
+        value, query, key, options, grid=grid, query_index=query_index, pos_table=pos_table,
+        sample=sample, generator=generator, training=training, backend=backend,
+    )  # fmt: skip
+    return selection.selection_of(call, name)
+
+
+def select2d(
+    x: Tensor,
+    kernel_size: tuple[int, int],
+    stride: tuple[int, int] = (1, 1),
+    padding: tuple[int, int] = (0, 0),
+    *,
+    options: ConvNNOptions,
+    pos_table: Tensor | None = None,
+    generator: torch.Generator | None = None,
+    training: bool = False,
+    backend: str | None = None,
+) -> Selection:
+    """The neighbors :func:`convnn2d` selects on a map ``(B, C, H, W)``: ``index`` and
+    ``weights`` ``(B, Ho*Wo, k)`` on the (zero-padded) map's grid, whose ``padding`` tells
+    padding tokens from the input's own."""
+    name = resolve_backend(backend or options.backend)
+    if name != "reference":
+        options = location_as_window(options, kernel_size)
+    tokens, grid, query_index, _ = _map_tokens(x, options, kernel_size, stride, padding)
+    return select(
+        tokens, options=options, grid=grid, query_index=query_index, pos_table=pos_table,
+        generator=generator, training=training, backend=name,
+    )  # fmt: skip
 
 
 def select_neighbors(
@@ -171,3 +234,45 @@ def select_neighbors(
     if resolve_backend(backend) == "reference":
         return reference.select_dense(call, table, distance)
     return blocked.select_blocked(call, table, distance)
+
+
+def _token_call(
+    value: Tensor,
+    query: Tensor | None,
+    key: Tensor | None,
+    options: ConvNNOptions,
+    weight: Tensor | None = None,
+    pointwise_weight: Tensor | None = None,
+    bias: Tensor | None = None,
+    grid: Grid | None = None,
+    query_index: Tensor | None = None,
+    pos_table: Tensor | None = None,
+    sample: Tensor | None = None,
+    generator: torch.Generator | None = None,
+    training: bool = False,
+    dropout_p: float = 0.0,
+    backend: str | None = None,
+) -> tuple[TokenCall, str]:
+    """The checked, position-encoded :class:`TokenCall` of :func:`convnn`'s arguments and
+    the resolved backend name."""
+    opts = options
+    key = value if key is None else key
+    N = value.shape[-2]
+    if query_index is None:
+        query_index = torch.arange(N, device=value.device)
+    query = key[..., query_index, :] if query is None else query
+    weight_channels = None
+    if opts.kernel in ("standard", "separable") and weight is not None:
+        weight_channels = weight.shape[1] if opts.kernel == "standard" else weight.shape[0]
+        weight_channels -= (
+            2 if opts.positional_encoding == "coords" and opts.coords_to_values else 0
+        )
+    check_call(opts, value, query, key, grid, query_index, weight_channels)
+    k = opts.k if opts.k is not None else opts.max_k(N)
+    name = resolve_backend(backend or opts.backend)
+    query, key, value = encode_positions(opts, query, key, value, grid, query_index, pos_table)
+    call = TokenCall(
+        opts, value, query, key, k, query_index, grid, weight, pointwise_weight, bias,
+        sample, generator, training, dropout_p,
+    )  # fmt: skip
+    return call, name

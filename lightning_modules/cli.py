@@ -36,6 +36,7 @@ SUBCOMMANDS = {
     "test": "One evaluation epoch over the test set.",
     "predict": "Class predictions of the test split: predictions.csv in the run directory.",
     "evaluate": "Top-1/top-5, loss, params, GFLOPs and images/s of a checkpoint (JSON).",
+    "inspect": "Which neighbors each ConvNN layer selects: pictures and locality.json.",
 }
 
 HELP = (
@@ -89,6 +90,11 @@ def main(args: list[str] | None = None) -> None:
         from .evaluate import main as evaluate_main
 
         evaluate_main(argv[1:])
+        return
+    if argv[0] == "inspect":
+        from .inspect import main as inspect_main
+
+        inspect_main(argv[1:])
         return
     from .lightning_cli import ConvNNCLI
 

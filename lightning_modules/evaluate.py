@@ -37,7 +37,7 @@ from .checkpoint_io import check_state_dict, load_checkpoint
 from .classifier import ImageClassifier, check_input_size
 from .files import UsageError, atomic_write_json, check_writable
 
-__all__ = ["EvaluationError", "evaluate", "main"]
+__all__ = ["EvaluationError", "checkpoint_parser", "evaluate", "main"]
 
 TRUSTED_PACKAGES = ("lightning_modules", "datamodules")
 """Packages whose classes a checkpoint's class path may name (besides imported modules)."""
@@ -334,11 +334,11 @@ def _speed(results: dict[str, Any]) -> str:
     return text + ")"
 
 
-def _parser() -> ArgumentParser:
-    parser = ArgumentParser(
-        prog="convnn evaluate",
-        description="Evaluate a checkpoint: top-1/top-5, loss, params, GFLOPs, images/s.",
-    )
+def checkpoint_parser(prog: str, description: str) -> ArgumentParser:
+    """A parser with the arguments of every command that reads a checkpoint and its data:
+    ``--ckpt``, ``--data``, ``--split``, ``--accelerator``, ``--batch_size``,
+    ``--num_workers``."""
+    parser = ArgumentParser(prog=prog, description=description)
     parser.add_argument("--ckpt", type=str, required=True, help="Lightning checkpoint (.ckpt).")
     parser.add_argument(
         "--data",
@@ -348,11 +348,19 @@ def _parser() -> ArgumentParser:
         "class path. Default: the run's DataModule saved in the checkpoint.",
     )
     parser.add_argument("--split", type=Literal["val", "test"], default="val")
-    parser.add_argument("--out", type=str | None, default=None, help="JSON output path.")
-    parser.add_argument("--accelerator", type=str, default="auto")
-    parser.add_argument("--precision", type=str | None, default=None, help="e.g. bf16-mixed")
+    parser.add_argument("--accelerator", type=str, default="auto", help="auto, cpu or gpu")
     parser.add_argument("--batch_size", type=int | None, default=None)
     parser.add_argument("--num_workers", type=int | None, default=None)
+    return parser
+
+
+def _parser() -> ArgumentParser:
+    parser = checkpoint_parser(
+        "convnn evaluate",
+        "Evaluate a checkpoint: top-1/top-5, loss, params, GFLOPs, images/s.",
+    )
+    parser.add_argument("--out", type=str | None, default=None, help="JSON output path.")
+    parser.add_argument("--precision", type=str | None, default=None, help="e.g. bf16-mixed")
     return parser
 
 

@@ -162,3 +162,17 @@ def test_fast_logs_its_choice(caplog: pytest.LogCaptureFixture) -> None:
     messages = [r.getMessage() for r in caplog.records]
     assert "convnn tokens path: sdpa (backend=fast)" in messages
     assert "convnn map path: conv (backend=fast)" in messages
+
+
+def test_public_names_resolve_lazily_to_their_modules() -> None:
+    """``import convnn`` imports its names on first use; each is the object of its module."""
+    import importlib
+
+    import convnn
+
+    assert set(convnn.__all__) == {*convnn._SOURCES, "functional"}
+    for name, source in convnn._SOURCES.items():
+        module = importlib.import_module(source, "convnn")
+        assert getattr(convnn, name) is getattr(module, name), name
+    with pytest.raises(AttributeError, match="no attribute 'ConvNN3d'"):
+        convnn.ConvNN3d  # noqa: B018

@@ -19,6 +19,7 @@ from torch.autograd import gradcheck
 
 import convnn
 import convnn.functional as cf
+import convnn.modules  # noqa: F401  (imported before `forbid_generic` stubs functional.convnn)
 from convnn.backends import conv as map_paths
 from convnn.backends import gather as gather_ops
 from convnn.backends import window_attention

@@ -259,7 +259,11 @@ def test_shipped_grids_have_seeds_and_their_paper_cells_are_the_rows(path):
         assert network(config["kwargs"]) == network(row.model_kwargs), cell.name
         assert cell.paper["top1"] == row.top1
     imagenet = {"imagenet_k_sweep": 2, "imagenet_branch_ratio": 1, "imagenet_positional": 1}
-    imagenet |= {"imagenet_similarity_sampling": 3, "cifar10_vgg11_branching": 3}
+    imagenet |= {
+        "imagenet_similarity_sampling": 3,
+        "cifar10_vgg11_branching": 3,
+        "imagenet_vit_b16_4node": 2,
+    }
     papered = {c.setting for c in cells if c.paper}
     assert len(papered) == imagenet.get(grid.name, 0)
 

@@ -1,0 +1,129 @@
+"""``LocalityMonitor``: watch the ConvNN layers become local or global while a model trains.
+
+Every ``every_n_epochs`` epochs (and after the first and the last), right after validation,
+the evaluation network runs once on the first ``num_images`` validation images under
+:func:`convnn.record_selection`; TensorBoard then gets, at the current step,
+
+* scalars ``locality/<layer>/<statistic>`` (``mean_distance``, ``window_fraction``,
+  ``self_fraction``, ``prefix_fraction``, ``padding_fraction``, ``coverage``: see
+  :mod:`convnn.inspection.locality`), over those images;
+* an image ``neighbors/<layer>`` per ConvNN layer: the first validation image at three
+  query points (rows) for every head (columns), neighbors lit (``docs/inspection.md``).
+
+It does nothing in ``fast_dev_run``, in the sanity check, without a TensorBoard logger,
+on ranks other than zero, or for a model without ConvNN layers. The shipped configs turn
+it on (``trainer.callbacks+``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.loggers import TensorBoardLogger
+
+from convnn.inspection import (
+    LocalityCounter,
+    count_selections,
+    layer_picture,
+    record_selection,
+    unnormalize,
+)
+from convnn.models.check import CONVNN_LAYERS
+from convnn.validation import check_int
+
+__all__ = ["STATISTICS", "LocalityMonitor"]
+
+STATISTICS = (
+    "mean_distance",
+    "window_fraction",
+    "self_fraction",
+    "prefix_fraction",
+    "padding_fraction",
+    "coverage",
+)
+"""The scalars logged per layer."""
+
+
+class LocalityMonitor(L.Callback):
+    """Log locality statistics and neighbor pictures of every ConvNN layer to TensorBoard.
+
+    Args:
+        every_n_epochs: log after every ``every_n_epochs``-th epoch (and after the first
+            and the last one).
+        num_images: validation images the statistics are taken over (the first ones).
+        pictures: also log one neighbor picture per layer.
+    """
+
+    def __init__(self, every_n_epochs: int = 5, num_images: int = 32, pictures: bool = True):
+        check_int("every_n_epochs", every_n_epochs, 1)
+        check_int("num_images", num_images, 1)
+        self.every_n_epochs = every_n_epochs
+        self.num_images = num_images
+        self.pictures = pictures
+        self.logged_steps: list[int] = []
+
+    def _due(self, trainer: L.Trainer) -> bool:
+        epoch = trainer.current_epoch
+        last = trainer.max_epochs is not None and epoch == trainer.max_epochs - 1
+        return epoch == 0 or last or (epoch + 1) % self.every_n_epochs == 0
+
+    def _images(self, trainer: L.Trainer) -> torch.Tensor | None:
+        loaders = trainer.val_dataloaders
+        loader = loaders[0] if isinstance(loaders, (list, tuple)) else loaders
+        dataset = getattr(loader, "dataset", None)
+        if dataset is None or not hasattr(dataset, "__len__") or len(dataset) == 0:
+            return None
+        count = min(self.num_images, len(dataset))
+        return torch.stack([dataset[i][0] for i in range(count)])
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or trainer.fast_dev_run or not trainer.is_global_zero:
+            return
+        board = next((x for x in trainer.loggers if isinstance(x, TensorBoardLogger)), None)
+        net = getattr(pl_module, "eval_model", pl_module)
+        if board is None or not self._due(trainer):
+            return
+        if not any(isinstance(m, CONVNN_LAYERS) for m in net.modules()):
+            return
+        images = self._images(trainer)
+        if images is None:
+            return
+        self.log_locality(board, net, images, trainer.datamodule, trainer.global_step)
+
+    @torch.no_grad()
+    def log_locality(
+        self,
+        board: TensorBoardLogger,
+        net: torch.nn.Module,
+        images: torch.Tensor,
+        data: Any,
+        step: int,
+    ) -> None:
+        """Run ``net`` on ``images`` ``(B, C, H, W)`` and write the scalars and pictures at
+        ``step``; ``data`` (a DataModule or ``None``) gives the normalization to undo."""
+        training = net.training
+        net.eval()
+        try:
+            device = next(net.parameters()).device
+            with record_selection(net) as record:
+                net(images.to(device))
+        finally:
+            net.train(training)
+        counters: dict[str, LocalityCounter] = {}
+        count_selections(record, counters)
+        writer = board.experiment
+        for name, counter in counters.items():
+            summary = counter.summary()
+            for key in STATISTICS:
+                if summary[key] is not None:
+                    writer.add_scalar(f"locality/{name}/{key}", summary[key], step)
+            if self.pictures and summary["map"][0] > 1:
+                mean, std = getattr(data, "mean", None), getattr(data, "std", None)
+                shown = unnormalize(images[:1], mean, std)[0]
+                picture = layer_picture(record, name, 0, shown)
+                writer.add_image(f"neighbors/{name}", np.asarray(picture), step, dataformats="HWC")
+        writer.flush()
+        self.logged_steps.append(step)
