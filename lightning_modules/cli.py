@@ -36,6 +36,7 @@ SUBCOMMANDS = {
     "test": "One evaluation epoch over the test set.",
     "predict": "Class predictions of the test split: predictions.csv in the run directory.",
     "evaluate": "Top-1/top-5, loss, params, GFLOPs and images/s of a checkpoint (JSON).",
+    "doctor": "Versions, devices, backend paths and the Triton self-check of each GPU.",
     "inspect": "Which neighbors each ConvNN layer selects: pictures and locality.json.",
 }
 
@@ -91,6 +92,10 @@ def main(args: list[str] | None = None) -> None:
 
         evaluate_main(argv[1:])
         return
+    if argv[0] == "doctor":  # needs neither Lightning nor timm
+        from .doctor import main as doctor_main
+
+        raise SystemExit(doctor_main(argv[1:]))
     if argv[0] == "inspect":
         from .inspect import main as inspect_main
 

@@ -293,7 +293,7 @@ def test_import_convnn_costs_torch_only_and_timm_still_knows_the_models(timm_fir
 def test_help_lists_every_subcommand_of_the_cli():
     from lightning_modules.cli import SUBCOMMANDS, ConvNNCLI
 
-    assert set(SUBCOMMANDS) == {*ConvNNCLI.subcommands(), "evaluate", "inspect"}
+    assert set(SUBCOMMANDS) == {*ConvNNCLI.subcommands(), "evaluate", "inspect", "doctor"}
 
 
 def test_epoch_log_number_format():

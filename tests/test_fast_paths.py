@@ -2,16 +2,13 @@
 
 Map paths of ``convnn2d`` (a convolution run as ``F.conv2d``, shifted windows,
 fused window attention), the memory-light gather primitives, blocked selection,
-the backend switch, ``torch.compile(fullgraph=True)`` and the Triton kernels
-(interpreted on the CPU with ``TRITON_INTERPRET=1``).
+the backend switch and ``torch.compile(fullgraph=True)``. The Triton kernels (on the CPU
+interpreter) are in ``tests/test_triton.py``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -197,41 +194,6 @@ def test_compiles_without_graph_breaks(name, training):
     y.sum().backward()
     if not training:
         torch.testing.assert_close(y, layer(x), atol=1e-5, rtol=1e-5)
-
-
-TRITON_SCRIPT = """
-import torch, convnn
-from convnn.backends import triton_kernels
-from convnn.ops import gather as gather_ops
-assert triton_kernels.use_triton(torch.zeros(1))
-torch.manual_seed(0)
-q, key = torch.randn(2, 3, 11, 20), torch.randn(2, 3, 13, 20)
-idx, w = torch.randint(0, 13, (2, 3, 11, 5)), torch.randn(2, 3, 11, 5)
-ref = (gather_ops.gather_rows(key, idx) * q[..., None, :]).sum(-1)
-torch.testing.assert_close(triton_kernels.gather_dot(q, key, idx), ref, atol=1e-5, rtol=1e-5)
-ref = (gather_ops.gather_rows(key, idx) * w[..., None]).sum(-2)
-torch.testing.assert_close(triton_kernels.gather_sum(key, idx, w), ref, atol=1e-5, rtol=1e-5)
-attn = convnn.ConvNNAttention(32, 4, k=5, weighting="softmax")
-x = torch.randn(2, 17, 32, requires_grad=True)
-out = {}
-for backend in ("fast", "reference"):
-    attn.options = convnn.ConvNNOptions(**{**attn.options.__dict__, "backend": backend})
-    y = attn(x)
-    out[backend] = (y, *torch.autograd.grad(y.square().sum(), [x, attn.qkv.weight]))
-for a, b in zip(out["fast"], out["reference"]):
-    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
-print("triton ok")
-"""
-
-
-def test_triton_kernels_interpreted():
-    """The Triton kernels, run by Triton's CPU interpreter, match the PyTorch reference."""
-    pytest.importorskip("triton")
-    env = dict(os.environ, TRITON_INTERPRET="1", CONVNN_TRITON="force")
-    proc = subprocess.run([sys.executable, "-c", TRITON_SCRIPT], env=env, capture_output=True,
-                          text=True, timeout=600)  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "triton ok" in proc.stdout
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -1,26 +1,53 @@
 """Memory-light gather primitives of the ``blocked`` path.
 
-Two autograd functions that never keep the gathered ``(*, Nq, k, C)`` tensor:
-the forward pass gathers in blocks of queries and the backward pass re-gathers.
+One autograd function that never keeps the gathered ``(*, Nq, k, C)`` tensor: the
+forward pass gathers in blocks of queries (or runs a Triton kernel, see
+:mod:`~convnn.backends.selfcheck`) and the backward pass re-gathers.
 
 * :func:`gather_dot` — ``s[..., i, j] = q[..., i, :] . key[..., index[i, j], :]``
 * :func:`weighted_gather_sum` — ``out[..., i, :] = sum_j w[..., i, j] v[..., index[i, j], :]``
 
 Each one's backward is the other one plus a scatter-add, so gradients are exact.
-Index ``N`` (one past the last token) reads a zero row when ``has_null``.
+Index ``N`` (one past the last token) reads a zero row when ``has_null``. With
+``CONVNN_DEBUG=1`` every index is checked first (:func:`check_index`).
 """
 
 from __future__ import annotations
+
+import os
 
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from ..errors import ConvNNError
 from ..ops.gather import flat_rows, gather_rows, with_null_row
 from ..ops.similarity import autocast_off
 from . import triton_kernels
+from .selfcheck import use_triton
+
+__all__ = ["DEBUG_ENV", "check_index", "debug_checks", "gather_dot", "weighted_gather_sum"]
 
 BLOCK_BYTES = 16 * 2**20
+DEBUG_ENV = "CONVNN_DEBUG"
+
+
+def debug_checks() -> bool:
+    """Whether ``CONVNN_DEBUG`` (any value but empty or ``0``) asks for the index check."""
+    return os.environ.get(DEBUG_ENV, "") not in ("", "0")
+
+
+def check_index(index: Tensor, num_rows: int) -> None:
+    """Raise a one-line :class:`~convnn.errors.ConvNNError` unless every entry of ``index``
+    lies in ``[0, num_rows)`` (one synchronizing reduction: debug mode only)."""
+    if index.numel() == 0 or index.is_meta or torch.compiler.is_compiling():
+        return  # shapes only (a model's size check), or traced: no values to read
+    lo, hi = index.min().item(), index.max().item()
+    if lo < 0 or hi >= num_rows:
+        raise ConvNNError(
+            f"neighbor index out of range: found {lo}..{hi}, allowed 0..{num_rows - 1} "
+            f"({num_rows} rows incl. a null row if any)"
+        )
 
 
 def _block_rows(index: Tensor, channels: int) -> int:
@@ -30,9 +57,17 @@ def _block_rows(index: Tensor, channels: int) -> int:
     return max(1, min(nq, BLOCK_BYTES // per_row))
 
 
-def _gather_dot(q: Tensor, key: Tensor, index: Tensor) -> Tensor:
-    if triton_kernels.use_triton(q):
-        return triton_kernels.gather_dot(q, key.expand(*index.shape[:-2], *key.shape[-2:]), index)
+def _table(x: Tensor, index: Tensor, has_null: bool) -> Tensor:
+    """``x`` ``(*x, N, C)`` broadcast to the batch dims of ``index``, contiguous, with the
+    zero row ``N`` when ``has_null``: what the PyTorch row gathers need. The Triton kernels
+    read any strides, and index ``N`` reads zeros there."""
+    return with_null_row(x.expand(*index.shape[:-2], *x.shape[-2:]), has_null)
+
+
+def _gather_dot(q: Tensor, key: Tensor, index: Tensor, has_null: bool = False) -> Tensor:
+    if use_triton(q):
+        return triton_kernels.gather_dot(q, key, index)
+    key = _table(key, index, has_null)
     out = q.new_empty(index.shape)
     rows = _block_rows(index, key.shape[-1])
     for s in range(0, index.shape[-2], rows):
@@ -43,9 +78,10 @@ def _gather_dot(q: Tensor, key: Tensor, index: Tensor) -> Tensor:
     return out
 
 
-def _gather_sum(v: Tensor, index: Tensor, w: Tensor) -> Tensor:
-    if triton_kernels.use_triton(v):
-        return triton_kernels.gather_sum(v.expand(*index.shape[:-2], *v.shape[-2:]), index, w)
+def _gather_sum(v: Tensor, index: Tensor, w: Tensor, has_null: bool = False) -> Tensor:
+    if use_triton(v):
+        return triton_kernels.gather_sum(v, index, w)
+    v = _table(v, index, has_null)
     out = v.new_empty(*index.shape[:-1], v.shape[-1])
     rows = _block_rows(index, v.shape[-1])
     with autocast_off(v.device):  # a weighted sum, in v's dtype
@@ -70,47 +106,42 @@ def _scatter_sum(num_rows: int, index: Tensor, w: Tensor, x: Tensor) -> Tensor:
     return out
 
 
-class _GatherDot(torch.autograd.Function):
+class _Gather(torch.autograd.Function):
+    """``dot``: ``gather_dot(a, x, index)``, else ``gather_sum(x, index, a)``; each one's
+    backward is the other one plus a scatter-add into ``x``."""
+
     @staticmethod
     def forward(
-        ctx, q: Tensor, key: Tensor, index: Tensor, has_null: bool, known: Tensor | None
+        ctx,
+        x: Tensor,
+        index: Tensor,
+        a: Tensor,
+        has_null: bool,
+        dot: bool,
+        known: Tensor | None = None,
     ) -> Tensor:
-        keyn = with_null_row(key, has_null)
-        q = q.contiguous()
-        ctx.save_for_backward(q, keyn, index)
-        ctx.num_tokens = key.shape[-2]
-        return known.to(q.dtype) if known is not None else _gather_dot(q, keyn, index)
+        if debug_checks():
+            check_index(index, x.shape[-2] + has_null)
+        ctx.save_for_backward(x, index, a)
+        ctx.has_null, ctx.dot = has_null, dot
+        if known is not None:
+            return known.to(a.dtype)
+        return _gather_dot(a, x, index, has_null) if dot else _gather_sum(x, index, a, has_null)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad: Tensor):
-        q, keyn, index = ctx.saved_tensors
-        grad_q = grad_key = None
+        x, index, a = ctx.saved_tensors
+        null, N = ctx.has_null, x.shape[-2]
+        taps, rows = (grad, a) if ctx.dot else (a, grad)  # (*, Nq, k), (*, Nq, C)
+        grad_x = grad_a = None
         if ctx.needs_input_grad[0]:
-            grad_q = _gather_sum(keyn, index, grad)
-        if ctx.needs_input_grad[1]:
-            grad_key = _scatter_sum(keyn.shape[-2], index, grad, q)[..., : ctx.num_tokens, :]
-        return grad_q, grad_key, None, None, None
-
-
-class _WeightedGatherSum(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, v: Tensor, index: Tensor, w: Tensor, has_null: bool) -> Tensor:
-        vn = with_null_row(v, has_null)
-        ctx.save_for_backward(vn, index, w)
-        ctx.num_tokens = v.shape[-2]
-        return _gather_sum(vn, index, w)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad: Tensor):
-        vn, index, w = ctx.saved_tensors
-        grad_v = grad_w = None
-        if ctx.needs_input_grad[0]:
-            grad_v = _scatter_sum(vn.shape[-2], index, w, grad)[..., : ctx.num_tokens, :]
+            grad_x = _scatter_sum(N + null, index, taps, rows)[..., :N, :]
+            grad_x = grad_x.sum_to_size(x.shape)  # a broadcast x: summed over its batch
         if ctx.needs_input_grad[2]:
-            grad_w = _gather_dot(grad, vn, index)
-        return grad_v, None, grad_w, None
+            dot = ctx.dot
+            grad_a = _gather_sum(x, index, grad, null) if dot else _gather_dot(grad, x, index, null)
+        return grad_x, None, grad_a, None, None, None
 
 
 def gather_dot(
@@ -121,9 +152,9 @@ def gather_dot(
     ``known``: the same products already computed without gradient (e.g. by the
     selection pass); then the forward returns them and only the backward gathers.
     """
-    return _GatherDot.apply(q, key, index, has_null, known)
+    return _Gather.apply(key, index, q, has_null, True, known)
 
 
 def weighted_gather_sum(v: Tensor, index: Tensor, w: Tensor, has_null: bool = False) -> Tensor:
     """``(*, N, C)``, ``(*, Nq, k)``, ``(*, Nq, k)`` -> ``(*, Nq, C)`` weighted neighbor sums."""
-    return _WeightedGatherSum.apply(v, index, w.to(v.dtype), has_null)
+    return _Gather.apply(v, index, w.to(v.dtype), has_null, False)

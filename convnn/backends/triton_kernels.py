@@ -1,19 +1,29 @@
-"""Triton kernels of the fast backend's gather primitives (CUDA GPUs).
+"""Triton kernels of the ``blocked`` path's gather primitives (CUDA GPUs).
 
-Fused gather + weighting + aggregation: the gathered neighbors are never written
-to memory. On a CUDA device they replace the blocked PyTorch code of
-:mod:`convnn.gather_ops` automatically; ``CONVNN_TRITON=0`` turns them off and
-``CONVNN_TRITON=force`` uses them on any device, which with ``TRITON_INTERPRET=1``
-runs them on the CPU (how the tests check them against the reference).
+One fused kernel gathers neighbor rows and either sums them weighted
+(:func:`gather_sum`) or takes their dot products with the query rows
+(:func:`gather_dot`); the gathered ``(*, Nq, k, C)`` tensor is never written to memory.
+:func:`convnn.backends.selfcheck.use_triton` decides when they run (``CONVNN_TRITON``);
+``CONVNN_TRITON=force`` with ``TRITON_INTERPRET=1`` runs them on the CPU (the tests).
 
-Layouts (flattened batch ``Bf``): ``v``/``key`` ``(Bf, Nv, C)``, ``q``/``out``
-``(Bf, Nq, C)``, ``index``/``w`` ``(Bf, Nq, k)``; all contiguous.
+* Offsets are int64 (rows, taps, batch and channel strides), so outputs and index tables
+  past 2**31 elements are addressed correctly.
+* float64 inputs accumulate in float64, all others in float32.
+* The taps are unrolled at compile time up to ``SMALL_K`` and looped at run time beyond:
+  one compiled kernel for every ``k > SMALL_K``.
+* The gathered tensor (``value``/``key``) is read through its strides: an expanded
+  (broadcast) batch or a head slice is not copied. ``index``, the weights and the
+  queries are read as contiguous ``(rows, k)`` / ``(rows, C)`` tables.
+* An index outside ``[0, N)`` reads a zero row, never other memory: index ``N`` is the
+  null token of zero-padded windows; any other is a bug that the debug check of
+  :mod:`convnn.backends.gather` (``CONVNN_DEBUG=1``) reports.
 """
 
 from __future__ import annotations
 
-import os
+import math
 
+import torch
 from torch import Tensor
 
 try:
@@ -22,83 +32,141 @@ try:
 except ImportError:  # pragma: no cover - triton ships with CUDA builds of torch
     triton = None
 
+__all__ = ["SMALL_K", "available", "batch_strides", "gather_dot", "gather_sum"]
 
-def use_triton(x: Tensor) -> bool:
-    """Whether the gather primitives run as Triton kernels for tensors like ``x``."""
-    mode = os.environ.get("CONVNN_TRITON", "auto")
-    if triton is None or mode == "0":
-        return False
-    return mode == "force" or x.is_cuda
+SMALL_K = 16
+"""Largest ``k`` whose taps are unrolled at compile time (one kernel per such ``k``)."""
+
+BLOCK_R = 32
+"""Query rows per program."""
+
+
+def available() -> bool:
+    """Whether Triton is installed (it ships with CUDA builds of torch)."""
+    return triton is not None
+
+
+def batch_strides(sizes: tuple[int, ...], strides: tuple[int, ...]) -> tuple[int, int, int] | None:
+    """``(inner, outer_stride, inner_stride)`` addressing ``prod(sizes)`` flattened batches
+    with two strides: batch ``b`` starts at ``(b // inner) * outer_stride + (b % inner) *
+    inner_stride``; ``None`` when the dims cannot be merged into two.
+
+    Dims of size 1 are dropped and neighbours merged where ``outer == inner * size``
+    (contiguous and fully expanded runs merge; a head slice of a batch stays two dims).
+    """
+    dims: list[list[int]] = []
+    for size, stride in zip(sizes, strides, strict=True):
+        if size == 1:
+            continue
+        if dims and dims[-1][1] == stride * size:
+            dims[-1] = [dims[-1][0] * size, stride]
+        else:
+            dims.append([size, stride])
+    if len(dims) > 2:
+        return None
+    dims = [[1, 0]] * (2 - len(dims)) + dims
+    return dims[1][0], dims[0][1], dims[1][1]
 
 
 if triton is not None:
 
     @triton.jit
-    def _gather_sum_kernel(
-        V, IDX, W, OUT, rows, nq, nv, C, K: tl.constexpr, BLOCK_R: tl.constexpr,
-        BLOCK_C: tl.constexpr,
-    ):  # fmt: skip
-        r = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
-        c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
-        rmask, cmask = r < rows, c < C
-        base = (r // nq) * nv
-        acc = tl.zeros((BLOCK_R, BLOCK_C), dtype=tl.float32)
-        for j in tl.static_range(K):
-            t = tl.load(IDX + r * K + j, mask=rmask, other=0)
-            wj = tl.load(W + r * K + j, mask=rmask, other=0.0).to(tl.float32)
-            ptr = V + (base + t)[:, None] * C + c[None, :]
-            vals = tl.load(ptr, mask=rmask[:, None] & cmask[None, :], other=0.0)
-            acc += wj[:, None] * vals.to(tl.float32)
-        out_ptr = OUT + r[:, None] * C + c[None, :]
-        tl.store(out_ptr, acc.to(OUT.dtype.element_ty), mask=rmask[:, None] & cmask[None, :])
+    def _rows(pid, BLOCK: tl.constexpr):
+        """int64 numbers of the ``BLOCK`` rows (or channels) of program ``pid``."""
+        return pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
 
     @triton.jit
-    def _gather_dot_kernel(
-        Q, KEY, IDX, OUT, rows, nq, nv, C, K: tl.constexpr, BLOCK_R: tl.constexpr,
-        BLOCK_C: tl.constexpr,
-    ):  # fmt: skip
-        r = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
-        rmask = r < rows
-        base = (r // nq) * nv
-        for j in tl.static_range(K):
-            t = tl.load(IDX + r * K + j, mask=rmask, other=0)
-            acc = tl.zeros((BLOCK_R,), dtype=tl.float32)
+    def _batch_base(r, nq, inner, s_outer, s_inner):
+        """int64 offset of the gathered tensor's batch slice that row ``r`` reads."""
+        b = r // nq
+        return (b // inner) * s_outer + (b % inner) * s_inner
+
+    @triton.jit
+    def _tap(X, IDX, A, OUT, acc, j, r, rmask, c, base, nv, k, C, s_n, s_c,
+             DOT: tl.constexpr, ACC: tl.constexpr, BLOCK_R: tl.constexpr,
+             BLOCK_C: tl.constexpr):  # fmt: skip
+        """Tap ``j`` of rows ``r``: add ``w * x[t]`` to ``acc``, or store ``q . x[t]``."""
+        t = tl.load(IDX + r * k + j, mask=rmask, other=0)
+        ok = rmask & (t >= 0) & (t < nv)  # an index out of range reads zeros
+        src = X + base + t * s_n  # (BLOCK_R,) pointers to the neighbours' rows
+        if DOT:
+            s = tl.zeros((BLOCK_R,), dtype=ACC)
             for c0 in range(0, C, BLOCK_C):
-                c = c0 + tl.arange(0, BLOCK_C)
-                m = rmask[:, None] & (c < C)[None, :]
-                qv = tl.load(Q + r[:, None] * C + c[None, :], mask=m, other=0.0)
-                kv = tl.load(KEY + (base + t)[:, None] * C + c[None, :], mask=m, other=0.0)
-                acc += tl.sum(qv.to(tl.float32) * kv.to(tl.float32), axis=1)
-            tl.store(OUT + r * K + j, acc.to(OUT.dtype.element_ty), mask=rmask)
+                cc = c0 + c
+                m = ok[:, None] & (cc < C)[None, :]
+                qv = tl.load(A + r[:, None] * C + cc[None, :], mask=m, other=0.0)
+                xv = tl.load(src[:, None] + cc[None, :] * s_c, mask=m, other=0.0)
+                s += tl.sum(qv.to(ACC) * xv.to(ACC), axis=1)
+            tl.store(OUT + r * k + j, s.to(OUT.dtype.element_ty), mask=rmask)
+        else:
+            wj = tl.load(A + r * k + j, mask=rmask, other=0.0).to(ACC)
+            m = ok[:, None] & (c < C)[None, :]
+            xv = tl.load(src[:, None] + c[None, :] * s_c, mask=m, other=0.0)
+            acc += wj[:, None] * xv.to(ACC)
+        return acc
+
+    @triton.jit
+    def _gather_kernel(X, IDX, A, OUT, rows, nq, nv, k, C, inner, s_outer, s_inner, s_n,
+                       s_c, DOT: tl.constexpr, K: tl.constexpr, ACC: tl.constexpr,
+                       BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):  # fmt: skip
+        """``DOT``: ``OUT[r, j] = A[r] . X[b, IDX[r, j]]``; else ``OUT[r] = sum_j A[r, j]
+        X[b, IDX[r, j]]``, with ``b = r // nq``. ``K`` taps unrolled, ``k - K`` looped."""
+        r = _rows(tl.program_id(0), BLOCK_R)
+        c = _rows(tl.program_id(1), BLOCK_C)  # DOT: one program over C, from channel 0
+        rmask = r < rows
+        base = _batch_base(r, nq, inner, s_outer, s_inner)
+        acc = tl.zeros((BLOCK_R, BLOCK_C), dtype=ACC)
+        for j in tl.static_range(K):
+            acc = _tap(X, IDX, A, OUT, acc, j, r, rmask, c, base, nv, k, C, s_n, s_c, DOT,
+                       ACC, BLOCK_R, BLOCK_C)  # fmt: skip
+        for j in range(K, k):
+            acc = _tap(X, IDX, A, OUT, acc, j, r, rmask, c, base, nv, k, C, s_n, s_c, DOT,
+                       ACC, BLOCK_R, BLOCK_C)  # fmt: skip
+        if not DOT:
+            m = rmask[:, None] & (c < C)[None, :]
+            tl.store(OUT + r[:, None] * C + c[None, :], acc.to(OUT.dtype.element_ty), mask=m)
 
 
-def _flat(x: Tensor) -> Tensor:
-    return x.reshape(-1, x.shape[-2], x.shape[-1]).contiguous()
-
-
-def _block_c(C: int) -> int:
-    return min(128, triton.next_power_of_2(C))
+def _launch(x: Tensor, index: Tensor, a: Tensor, dot: bool) -> Tensor:
+    """Run :func:`_gather_kernel` over ``x`` ``(*x, N, C)`` (broadcast to the index's batch
+    dims), ``index`` ``(*, Nq, k)`` and ``a`` (queries ``(*, Nq, C)`` or weights
+    ``(*, Nq, k)``)."""
+    *batch, nq, k = index.shape
+    nv, C = x.shape[-2:]
+    x = x.expand(*batch, nv, C)
+    merged = batch_strides(tuple(batch), x.stride()[:-2])
+    if merged is None:  # more than two unmergeable batch dims: copy once
+        x = x.contiguous()
+        merged = batch_strides(tuple(batch), x.stride()[:-2])
+    rows = math.prod(batch) * nq
+    idx = index.reshape(rows, k).contiguous()
+    a = a.expand(*batch, *a.shape[-2:]).reshape(rows, a.shape[-1]).contiguous()
+    out = x.new_empty(rows, k if dot else C)
+    block_c = min(128 if x.dtype != torch.float64 else 64, triton.next_power_of_2(C))
+    grid = (triton.cdiv(rows, BLOCK_R), 1 if dot else triton.cdiv(C, block_c))
+    if rows:
+        _gather_kernel[grid](
+            x, idx, a, out, rows, nq, nv, k, C, *merged, x.stride(-2), x.stride(-1),
+            DOT=dot, K=k if k <= SMALL_K else 0,
+            ACC=tl.float64 if x.dtype == torch.float64 else tl.float32,
+            BLOCK_R=BLOCK_R, BLOCK_C=block_c,
+        )  # fmt: skip
+    return out.view(*batch, nq, out.shape[-1])
 
 
 def gather_sum(v: Tensor, index: Tensor, w: Tensor) -> Tensor:
-    """``out[..., i, :] = sum_j w[..., i, j] v[..., index[..., i, j], :]`` -> ``(*, Nq, C)``."""
-    *batch, nq, k = index.shape
-    vf, idx, wf = _flat(v), _flat(index), _flat(w)
-    C = vf.shape[-1]
-    out = v.new_empty(idx.shape[0], nq, C)
-    rows, block_r, block_c = idx.shape[0] * nq, 32, _block_c(C)
-    grid = (triton.cdiv(rows, block_r), triton.cdiv(C, block_c))
-    _gather_sum_kernel[grid](vf, idx, wf, out, rows, nq, vf.shape[1], C, k, block_r, block_c)
-    return out.view(*batch, nq, C)
+    """``out[..., i, :] = sum_j w[..., i, j] v[..., index[..., i, j], :]``.
+
+    Shapes: ``v`` ``(*v, N, C)`` (any strides, batch dims broadcast to ``*``), ``index``
+    and ``w`` ``(*, Nq, k)`` -> ``(*, Nq, C)`` in ``v``'s dtype.
+    """
+    return _launch(v, index, w, dot=False)
 
 
 def gather_dot(q: Tensor, key: Tensor, index: Tensor) -> Tensor:
-    """``out[..., i, j] = q[..., i, :] . key[..., index[..., i, j], :]`` -> ``(*, Nq, k)``."""
-    *batch, nq, k = index.shape
-    qf, kf, idx = _flat(q), _flat(key), _flat(index)
-    C = qf.shape[-1]
-    out = q.new_empty(idx.shape[0], nq, k)
-    rows, block_r = idx.shape[0] * nq, 32
-    grid = (triton.cdiv(rows, block_r),)
-    _gather_dot_kernel[grid](qf, kf, idx, out, rows, nq, kf.shape[1], C, k, block_r, _block_c(C))
-    return out.view(*batch, nq, k)
+    """``out[..., i, j] = q[..., i, :] . key[..., index[..., i, j], :]``.
+
+    Shapes: ``q`` ``(*, Nq, D)``, ``key`` ``(*k, N, D)`` (any strides, batch dims broadcast
+    to ``*``), ``index`` ``(*, Nq, k)`` -> ``(*, Nq, k)`` in ``key``'s dtype.
+    """
+    return _launch(key, index, q, dot=True)
