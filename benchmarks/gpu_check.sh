@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Everything that needs a CUDA GPU, in one command (about 5 minutes, at most 8.5): see docs/gpu.md.
+# Everything that needs a CUDA GPU, in one command (about 5 minutes, at most 8): see docs/gpu.md.
 #
 #   bash benchmarks/gpu_check.sh [OUT_DIR]      # default: $OUT, else runs/gpu_check
 #
@@ -26,7 +26,7 @@ fail() {
 
 command -v timeout >/dev/null || fail "the 'timeout' command (coreutils) is missing"
 [ -x "$PY" ] || fail "no Python at $PY: run 'make test' once (it creates .venv) or set PY=..."
-why=$(timeout 60 "$PY" -c '
+why=$(timeout 30 "$PY" -c '
 import torch
 if not torch.cuda.is_available():
     print(f"no CUDA device (torch.cuda.is_available() is False; torch {torch.__version__}, "
@@ -41,7 +41,7 @@ stage() {  # stage NAME LIMIT_S COMMAND...: run, log to OUT_DIR/NAME.log, record
     local name=$1 limit=$2 start=$SECONDS rc
     shift 2
     echo "== $name (limit ${limit}s): $*"
-    timeout --kill-after=10 "$limit" "$@" 2>&1 | tee "$OUT_DIR/$name.log"
+    timeout --kill-after=5 "$limit" "$@" 2>&1 | tee "$OUT_DIR/$name.log"
     rc=${PIPESTATUS[0]}
     names+=("$name") seconds+=($((SECONDS - start)))
     case $rc in
@@ -52,10 +52,10 @@ stage() {  # stage NAME LIMIT_S COMMAND...: run, log to OUT_DIR/NAME.log, record
 }
 
 export PYTHONUNBUFFERED=1
-stage doctor 60 sh -c "\"$PY\" -m lightning_modules.cli doctor && \"$PY\" -m lightning_modules.cli doctor --json > \"$OUT_DIR/doctor.json\""
-stage cuda-tests 120 "$PY" -m pytest -q -x -p no:cacheprovider -k cuda tests/test_triton.py tests/test_fast_paths.py
-stage bench 180 "$PY" benchmarks/bench_gpu.py cases --json "$OUT_DIR/bench_gpu.json"
-stage quickstart 120 "$PY" benchmarks/bench_gpu.py quickstart --steps 200 --json "$OUT_DIR/quickstart.json"
+stage doctor 45 sh -c "\"$PY\" -m lightning_modules.cli doctor && \"$PY\" -m lightning_modules.cli doctor --json > \"$OUT_DIR/doctor.json\""
+stage cuda-tests 110 "$PY" -m pytest -q -x -p no:cacheprovider -k cuda tests/test_triton.py tests/test_fast_paths.py
+stage bench 140 "$PY" benchmarks/bench_gpu.py cases --json "$OUT_DIR/bench_gpu.json"
+stage quickstart 100 "$PY" benchmarks/bench_gpu.py quickstart --steps 200 --json "$OUT_DIR/quickstart.json"
 
 echo
 echo "| stage | result | seconds | log |"
