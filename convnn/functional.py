@@ -128,18 +128,10 @@ def convnn2d(
         return path.run(call)
     tokens, grid, query_index, (Ho, Wo) = _map_tokens(x, options, kernel_size, stride, padding)
     out = convnn(
-        tokens,
-        options=options,
-        weight=weight,
-        pointwise_weight=pointwise_weight,
-        bias=bias,
-        grid=grid,
-        query_index=query_index,
-        pos_table=pos_table,
-        generator=generator,
-        training=training,
-        backend=name,
-    )  # (B, Ho*Wo, O)
+        tokens, options=options, weight=weight, pointwise_weight=pointwise_weight, bias=bias,
+        grid=grid, query_index=query_index, pos_table=pos_table, generator=generator,
+        training=training, backend=name,
+    )  # (B, Ho*Wo, O)  # fmt: skip
     return out.transpose(1, 2).reshape(B, -1, Ho, Wo)
 
 

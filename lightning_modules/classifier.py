@@ -213,13 +213,10 @@ class ImageClassifier(L.LightningModule):
         self.mixup_fn = None
         if mixup > 0 or cutmix > 0:
             self.mixup_fn = Mixup(
-                mixup_alpha=mixup,
-                cutmix_alpha=cutmix,
-                prob=mixup_prob,
-                switch_prob=mixup_switch_prob,
-                label_smoothing=label_smoothing,
+                mixup_alpha=mixup, cutmix_alpha=cutmix, prob=mixup_prob,
+                switch_prob=mixup_switch_prob, label_smoothing=label_smoothing,
                 num_classes=num_classes,
-            )
+            )  # fmt: skip
         self.bce = (
             BinaryCrossEntropy(smoothing=label_smoothing, target_threshold=bce_target_threshold)
             if loss == "bce"
