@@ -170,6 +170,8 @@ class GridProgress:
         for cell in cells:
             if cell.status in ("running", "failed"):
                 status = f"[{STYLE[cell.status]}]{cell.status}[/]"
+                if cell.status == "running" and cell.fraction == 1:
+                    status = f"[{STYLE['running']}]evaluating[/]"  # throughput, locality
                 table.add_row(cell.name, status, _epoch(cell), _acc(cell), duration(cell.elapsed_s))
         return Group(self.summary(cells), table)
 

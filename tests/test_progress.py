@@ -94,6 +94,14 @@ def test_live_view_shows_counts_and_running_cells(tmp_path: Path) -> None:
     rows = [line.replace("│", " ").split() for line in text.splitlines()]
     assert ["b", "running", "2/4", "25.0%", "50s"] in rows
     assert not any(row[:1] in (["a"], ["c"], ["d"]) for row in rows)  # only running/failed
+    dirs = cells_at(tmp_path)
+    write(dirs[1], "progress.json", {"epoch": 4, "max_epochs": 4, "metrics": {}})  # all done
+    screen.truncate(0)
+    with GridProgress(dirs, 2, console, live=True, clock=Clock()) as progress:
+        progress.update(force=True)
+    assert ["b", "evaluating", "4/4", "50s"] in [
+        line.replace("│", " ").split() for line in screen.getvalue().splitlines()
+    ]
 
 
 def test_fit_writes_each_epoch_for_the_view(tmp_path: Path, monkeypatch) -> None:
