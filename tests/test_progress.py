@@ -38,7 +38,7 @@ def cells_at(tmp_path: Path) -> list[Path]:
     write(dirs[1], "status.json", {"status": "running", "started": 950.0})
     write(dirs[1], "progress.json", {"epoch": 2, "max_epochs": 4, "metrics": {"val/acc1": 0.25}})
     for d in dirs[2:]:
-        d.mkdir()
+        d.mkdir(exist_ok=True)
     return dirs
 
 
