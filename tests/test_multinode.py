@@ -141,3 +141,14 @@ def test_two_node_cell_matches_one_node_two_processes(tmp_path):
     for log in (one_node / "train.log", two_nodes / "train.log"):
         assert "MEMBER: 1/2" in log.read_text()  # Lightning: rank 0 of a world of 2
     assert "MEMBER: 2/2" in (two_nodes / "train.rank1.log").read_text()
+
+
+def test_requeued_multi_node_job_resumes_every_rank(tmp_path):
+    """Preemption: submitit requeues what ``checkpoint`` returns, the same cell as ranks
+    (resuming from ``last.ckpt``, never a rerun that would start over)."""
+    pytest.importorskip("submitit", reason="submitit is not installed")
+    job = CellJob(str(tmp_path), node_args(2, 1, gpu=False), rerun=True, ranks=True)
+    again = job.checkpoint().function
+    assert isinstance(again, CellJob)
+    assert (again.cell_dir, again.extra_args) == (job.cell_dir, job.extra_args)
+    assert again.ranks and not again.rerun
