@@ -121,11 +121,27 @@ def _fit_rank(cell_dir: Path, extra: list[str], rerun: bool, rank: int) -> int:
     if (cell_dir / "result.json").exists() and not rerun:
         return 0
     ckpt = None if rerun else latest_checkpoint(cell_dir)
-    with open(cell_dir / f"train.rank{rank}.log", "a") as log:
+    return _fit(cell_dir, ckpt, extra, f"train.rank{rank}.log")
+
+
+def _fit(
+    cell_dir: Path,
+    ckpt: Path | None,
+    extra: list[str],
+    log_name: str,
+    env: dict[str, str] | None = None,
+    header: str = "",
+) -> int:
+    """Run ``convnn fit`` for the cell (from ``ckpt``), appending its output to
+    ``cell_dir / log_name`` after ``header``; returns its exit status."""
+    with open(cell_dir / log_name, "a") as log:
+        log.write(header)
+        log.flush()
         return subprocess.call(
             _fit_command(cell_dir, ckpt, extra),
             stdout=log,
             stderr=subprocess.STDOUT,
+            env=env,
             preexec_fn=_die_with_parent,
         )
 
@@ -167,16 +183,8 @@ def run_cell(
         env = _without_slurm(env)  # one task: Lightning would expect srun-launched ranks
     env[PROGRESS_FILE_ENV] = str(cell_dir / "progress.json")
     start = time.time()
-    with open(cell_dir / "train.log", "a") as log:
-        log.write(f"\n=== attempt {attempt}, resume from {ckpt}\n")
-        log.flush()
-        code = subprocess.call(
-            _fit_command(cell_dir, ckpt, extra),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            preexec_fn=_die_with_parent,
-        )
+    header = f"\n=== attempt {attempt}, resume from {ckpt}\n"
+    code = _fit(cell_dir, ckpt, extra, "train.log", env, header)
     elapsed = time.time() - start + float(status.get("elapsed_s", 0.0))
     last = latest_checkpoint(cell_dir)
     if code != 0 or last is None:

@@ -113,9 +113,7 @@ def convnn2d(
     (so the sampling grid is not skewed by padding).
     """
     B, C, H, W = x.shape
-    name = resolve_backend(backend or options.backend)
-    if name != "reference":  # the same neighbors from a window table, without N x N distances
-        options = location_as_window(options, kernel_size)
+    options, name = _map_options(options, kernel_size, backend)
     call = MapCall(
         options, x, kernel_size, stride, padding, weight, pointwise_weight, bias, training
     )
@@ -133,6 +131,16 @@ def convnn2d(
         training=training, backend=name,
     )  # (B, Ho*Wo, O)  # fmt: skip
     return out.transpose(1, 2).reshape(B, -1, Ho, Wo)
+
+
+def _map_options(
+    options: ConvNNOptions, kernel_size: tuple[int, int], backend: str | None
+) -> tuple[ConvNNOptions, str]:
+    """The options a map call runs with and its resolved backend: outside ``reference``,
+    location among all tokens becomes the same neighbors from a window table (no N x N
+    distances)."""
+    name = resolve_backend(backend or options.backend)
+    return (options if name == "reference" else location_as_window(options, kernel_size)), name
 
 
 def _map_tokens(
@@ -195,9 +203,7 @@ def select2d(
     """The neighbors :func:`convnn2d` selects on a map ``(B, C, H, W)``: ``index`` and
     ``weights`` ``(B, Ho*Wo, k)`` on the (zero-padded) map's grid, whose ``padding`` tells
     padding tokens from the input's own."""
-    name = resolve_backend(backend or options.backend)
-    if name != "reference":
-        options = location_as_window(options, kernel_size)
+    options, name = _map_options(options, kernel_size, backend)
     tokens, grid, query_index, _ = _map_tokens(x, options, kernel_size, stride, padding)
     return select(
         tokens, options=options, grid=grid, query_index=query_index, pos_table=pos_table,

@@ -37,7 +37,7 @@ from .checkpoint_io import check_state_dict, load_checkpoint
 from .classifier import ImageClassifier, check_input_size
 from .files import UsageError, atomic_write_json, check_writable
 
-__all__ = ["EvaluationError", "checkpoint_parser", "evaluate", "main"]
+__all__ = ["EvaluationError", "checkpoint_parser", "evaluate", "load_run", "main"]
 
 TRUSTED_PACKAGES = ("lightning_modules", "datamodules")
 """Packages whose classes a checkpoint's class path may name (besides imported modules)."""
@@ -209,6 +209,19 @@ def throughput(
     }
 
 
+def load_run(
+    ckpt_path: str | Path, data: Any, batch_size: int | None, num_workers: int | None
+) -> tuple[dict[str, Any], ImageClassifier, ImageClassificationDataModule, dict[str, Any]]:
+    """``(checkpoint, model, datamodule, data spec)`` of a run: the checkpoint's model and
+    ``data`` (``None``: the run's own DataModule), their input sizes checked to agree."""
+    ckpt = load_checkpoint(ckpt_path)
+    model = build_model(ckpt, ckpt_path)
+    spec = _data_spec(data) if data is not None else _checkpoint_data_spec(ckpt, ckpt_path)
+    dm = build_datamodule(spec, data is None, batch_size=batch_size, num_workers=num_workers)
+    check_input_size(model.hparams.model, model.image_size, dm.image_size, str(ckpt_path))
+    return ckpt, model, dm, spec
+
+
 def evaluate(
     ckpt_path: str | Path,
     data: Any = None,
@@ -228,11 +241,7 @@ def evaluate(
     processes, see :func:`throughput`); ``paper``: the published row of this network and
     measured - paper (:func:`paper_comparison`).
     """
-    ckpt = load_checkpoint(ckpt_path)
-    model = build_model(ckpt, ckpt_path)
-    spec = _data_spec(data) if data is not None else _checkpoint_data_spec(ckpt, ckpt_path)
-    dm = build_datamodule(spec, data is None, batch_size=batch_size, num_workers=num_workers)
-    check_input_size(model.hparams.model, model.image_size, dm.image_size, str(ckpt_path))
+    ckpt, model, dm, spec = load_run(ckpt_path, data, batch_size, num_workers)
     trainer = L.Trainer(
         accelerator=accelerator,
         devices=1,

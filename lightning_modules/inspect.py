@@ -40,15 +40,8 @@ from convnn.inspection import (
 from convnn.validation import check_choice, check_int
 from datamodules import ImageClassificationDataModule
 
-from .checkpoint_io import load_checkpoint
-from .classifier import ImageClassifier, check_input_size
-from .evaluate import (
-    _checkpoint_data_spec,
-    _data_spec,
-    build_datamodule,
-    build_model,
-    checkpoint_parser,
-)
+from .classifier import ImageClassifier
+from .evaluate import checkpoint_parser, load_run
 from .files import UsageError, atomic_write, atomic_write_json, check_writable
 
 __all__ = ["checkpoint_locality", "inspect", "main", "parse_queries", "print_locality"]
@@ -70,17 +63,6 @@ def parse_queries(text: str, image_size: int) -> list[tuple[float, float]]:
             f"separated by spaces, each in [0, {image_size})"
         )
     return [((y + 0.5) / image_size, (x + 0.5) / image_size) for y, x in points]
-
-
-def _load(
-    ckpt_path: str | Path, data: Any, batch_size: int | None, num_workers: int | None
-) -> tuple[ImageClassifier, ImageClassificationDataModule, dict[str, Any]]:
-    ckpt = load_checkpoint(ckpt_path)
-    model = build_model(ckpt, ckpt_path)
-    spec = _data_spec(data) if data is not None else _checkpoint_data_spec(ckpt, ckpt_path)
-    dm = build_datamodule(spec, data is None, batch_size=batch_size, num_workers=num_workers)
-    check_input_size(model.hparams.model, model.image_size, dm.image_size, str(ckpt_path))
-    return model, dm, spec
 
 
 def _device(accelerator: str) -> torch.device:
@@ -120,7 +102,7 @@ def _prepare(
     if max_images is not None:
         check_int("--max_images", max_images, 1)
     device = _device(accelerator)
-    model, dm, spec = _load(ckpt_path, data, batch_size, num_workers)
+    _, model, dm, spec = load_run(ckpt_path, data, batch_size, num_workers)
     return model, model.eval_model.eval().to(device), dm, spec
 
 

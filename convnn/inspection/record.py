@@ -8,22 +8,20 @@ Forward hooks on the model's ConvNN layers (:data:`LAYERS`: ``ConvNN2d``, ``Conv
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from torch import nn
 
-from ..modules import ConvNN1d, ConvNN2d, ConvNNAttention
+from ..modules import CONVNN_LAYERS, ConvNNAttention
 from ..ops.geometry import Grid
 from ..selection import Selection, listening
 
 __all__ = ["LAYERS", "SelectionRecord", "record_selection"]
 
-LAYERS = (ConvNN1d, ConvNN2d, ConvNNAttention)
-"""The layers that call the operator (``convnn.models.check.CONVNN_LAYERS``, named here
-without importing timm; a test keeps the two equal)."""
+LAYERS = CONVNN_LAYERS
+"""The layers that call the operator (:data:`convnn.modules.CONVNN_LAYERS`)."""
 
 
 class SelectionRecord:
@@ -60,13 +58,6 @@ class SelectionRecord:
         self.calls.clear()
 
 
-def patch_grid(num_tokens: int, num_prefix: int) -> Grid | None:
-    """``num_prefix`` prefix tokens then a square patch map, or ``None`` when the rest is
-    not a square."""
-    side = math.isqrt(max(num_tokens - num_prefix, 0))
-    return Grid(side, side, num_prefix) if side and side * side + num_prefix == num_tokens else None
-
-
 @contextmanager
 def record_selection(model: nn.Module) -> Iterator[SelectionRecord]:
     """Record, during the block, every ConvNN layer's selected neighbors and weights.
@@ -99,7 +90,7 @@ def record_selection(model: nn.Module) -> Iterator[SelectionRecord]:
             return
         name, module = running[-1]
         if selection.grid is None and isinstance(module, ConvNNAttention):
-            grid = patch_grid(selection.num_tokens, module.num_prefix_tokens)
+            grid = Grid.square_patches(selection.num_tokens, module.num_prefix_tokens)
             selection = selection if grid is None else selection.with_grid(grid)
         record.layers[name] = module
         record.calls.setdefault(name, []).append(selection)

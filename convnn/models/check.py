@@ -18,12 +18,9 @@ import torch
 from torch import nn
 
 from ..errors import OptionError
-from ..modules import ConvNN1d, ConvNN2d, ConvNNAttention
+from ..modules import CONVNN_LAYERS
 
 __all__ = ["CONVNN_LAYERS", "check_sizes"]
-
-CONVNN_LAYERS = (ConvNN1d, ConvNN2d, ConvNNAttention)
-"""The layers that check their input sizes (branching layers hold one of them)."""
 
 
 def check_sizes(model: str | nn.Module, input_size: Sequence[int], **kwargs: Any) -> None:

@@ -8,4 +8,15 @@ from .attention import BranchingAttention, ConvNNAttention
 from .branching import BranchingConv2d
 from .conv import ConvNN1d, ConvNN2d
 
-__all__ = ["BranchingAttention", "BranchingConv2d", "ConvNN1d", "ConvNN2d", "ConvNNAttention"]
+__all__ = [
+    "CONVNN_LAYERS",
+    "BranchingAttention",
+    "BranchingConv2d",
+    "ConvNN1d",
+    "ConvNN2d",
+    "ConvNNAttention",
+]
+
+CONVNN_LAYERS = (ConvNN1d, ConvNN2d, ConvNNAttention)
+"""The layers that call the operator and check their input sizes (branching layers hold
+one of them)."""

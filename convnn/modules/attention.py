@@ -133,16 +133,14 @@ class ConvNNAttention(nn.Module):
     def _grid(self, num_tokens: int) -> Grid | None:
         if not self.options.needs_grid:
             return None
-        patches = num_tokens - self.num_prefix_tokens
-        # not math.isqrt: it rejects the symbolic sizes of torch.compile(dynamic=True)
-        side = int(math.sqrt(patches) + 0.5) if patches > 0 else 0
-        if patches < 1 or side * side != patches:
+        grid = Grid.square_patches(num_tokens, self.num_prefix_tokens)
+        if grid is None:
             raise OptionError(
                 f"{num_tokens} tokens minus num_prefix_tokens={self.num_prefix_tokens} is not "
                 "a square patch map, which the chosen spatial options need",
                 key="num_prefix_tokens",
             )
-        return Grid(side, side, self.num_prefix_tokens)
+        return grid
 
     def _selection_features(self, x: Tensor, q: Tensor, k: Tensor) -> tuple[Tensor, Tensor]:
         """``q`` and ``k`` ``(B, hc, N, hd)`` of the ConvNN heads, which select the neighbors.

@@ -35,6 +35,15 @@ class Grid:
     num_prefix: int = 0
     padding: tuple[int, int] = (0, 0)
 
+    @classmethod
+    def square_patches(cls, num_tokens: int, num_prefix: int) -> Grid | None:
+        """``num_prefix`` prefix tokens then the other tokens as a square map (a ViT's
+        patches), or ``None`` when they are not a square."""
+        patches = num_tokens - num_prefix
+        # not math.isqrt: it rejects the symbolic sizes of torch.compile(dynamic=True)
+        side = int(math.sqrt(patches) + 0.5) if patches > 0 else 0
+        return cls(side, side, num_prefix) if side and side * side == patches else None
+
     @property
     def input_size(self) -> tuple[int, int]:
         """``(H, W)`` of the input map inside the padding."""
