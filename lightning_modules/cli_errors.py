@@ -15,12 +15,13 @@ import re
 import sys
 from typing import Any, NoReturn
 
+from jsonargparse import ArgumentParser
 from jsonargparse._common import debug_mode_active
 from lightning.pytorch.cli import LightningArgumentParser
 
 from convnn.validation import suggestion
 
-__all__ = ["ConvNNArgumentParser", "summarize"]
+__all__ = ["CommandParser", "ConvNNArgumentParser", "OneLineErrors", "summarize"]
 
 PROG = "convnn"
 
@@ -266,14 +267,18 @@ def _subcommand_parser(parser: Any, ex: Exception | None) -> Any:
     return parser
 
 
-class ConvNNArgumentParser(LightningArgumentParser):
-    """Lightning's parser; an error exits with ``convnn: error: <one line>`` and a pointer to
-    ``--help`` instead of the complete usage (with ``exit_on_error=False``, or jsonargparse's
-    debug mode, the full :class:`ArgumentError` is raised as before)."""
+class OneLineErrors:
+    """For jsonargparse parsers: an error exits with ``<prog>: error: <one line>`` and a
+    pointer to ``--help`` instead of the complete usage (with ``exit_on_error=False``, or
+    jsonargparse's debug mode, the full :class:`ArgumentError` is raised as before)."""
+
+    def error_prog(self) -> str:
+        """The name in front of ``error:``."""
+        return PROG
 
     def error(self, message: str, ex: Exception | None = None) -> NoReturn:
-        if not self.exit_on_error or debug_mode_active():
-            super().error(message, ex)
+        if not self.exit_on_error or debug_mode_active():  # type: ignore[attr-defined]
+            super().error(message, ex)  # type: ignore[misc]
         parser = _subcommand_parser(self, ex)
         try:
             line = summarize(message, parser)
@@ -281,5 +286,19 @@ class ConvNNArgumentParser(LightningArgumentParser):
             line = " ".join(message.split())[:300]
         words = str(getattr(parser, "prog", PROG)).split()
         command = f"{PROG} {words[-1]}" if len(words) > 1 else PROG
-        sys.stderr.write(f"{PROG}: error: {line}\n({command} --help lists every option)\n")
-        self.exit(2)
+        hint = f"({command} --help lists every option)"
+        sys.stderr.write(f"{self.error_prog()}: error: {line}\n{hint}\n")
+        self.exit(2)  # type: ignore[attr-defined]
+
+
+class ConvNNArgumentParser(OneLineErrors, LightningArgumentParser):
+    """Lightning's parser for ``convnn fit/validate/test/predict``, with one-line errors
+    (:class:`OneLineErrors`): ``convnn: error: ...``."""
+
+
+class CommandParser(OneLineErrors, ArgumentParser):
+    """The parser of ``convnn``'s own subcommands (``evaluate``, ``inspect``), with
+    one-line errors named by the subcommand: ``convnn inspect: error: ...``."""
+
+    def error_prog(self) -> str:
+        return str(self.prog)

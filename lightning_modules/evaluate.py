@@ -35,6 +35,7 @@ from datamodules import DataError, ImageClassificationDataModule
 
 from .checkpoint_io import check_state_dict, load_checkpoint
 from .classifier import ImageClassifier, check_input_size
+from .cli_errors import CommandParser
 from .files import UsageError, atomic_write_json, check_writable
 
 __all__ = ["EvaluationError", "checkpoint_parser", "evaluate", "load_run", "main"]
@@ -347,7 +348,7 @@ def checkpoint_parser(prog: str, description: str) -> ArgumentParser:
     """A parser with the arguments of every command that reads a checkpoint and its data:
     ``--ckpt``, ``--data``, ``--split``, ``--accelerator``, ``--batch_size``,
     ``--num_workers``."""
-    parser = ArgumentParser(prog=prog, description=description)
+    parser = CommandParser(prog=prog, description=description)
     parser.add_argument("--ckpt", type=str, required=True, help="Lightning checkpoint (.ckpt).")
     parser.add_argument(
         "--data",

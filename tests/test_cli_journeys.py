@@ -179,6 +179,29 @@ def test_misspelled_keys_and_values_are_one_line(args, expected, capsys, monkeyp
     assert len(lines) <= 2, lines
 
 
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["evaluate", "--cpkt", "x"], "convnn evaluate: error: unrecognized arguments: "
+         "--cpkt x; did you mean '--ckpt'?"),
+        (["evaluate", "--ckpt", "x", "--split", "vall"], "convnn evaluate: error: "
+         "split='vall' is not allowed; expected one of ['val', 'test']; did you mean 'val'?"),
+        (["inspect", "--ckpt", "x", "--out", "y", "--imagse", "2"], "convnn inspect: error: "
+         "unrecognized arguments: --imagse 2; did you mean '--images'?"),
+    ],
+)  # fmt: skip
+def test_checkpoint_commands_report_a_typo_in_one_line(args, expected, capsys):
+    """``convnn evaluate`` / ``inspect`` (one parser, ``checkpoint_parser``): the error and
+    a pointer to ``--help``, not the usage."""
+    from lightning_modules.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(args)
+    assert exit_.value.code == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == [expected, f"(convnn {args[0]} --help lists every option)"]
+
+
 def test_misspelled_key_in_a_config_file_is_one_line(tmp_path, capsys, monkeypatch):
     from lightning_modules.cli import main
 
