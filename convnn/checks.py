@@ -105,3 +105,19 @@ def check_call(
             f"feature dimension divisible by 4, got {dim}",
             key="positional_encoding",
         )
+
+
+def check_kernel_weights(
+    kernel: str, weight: Tensor | None, pointwise_weight: Tensor | None
+) -> None:
+    """Raise when the aggregation ``kernel`` needs a parameter the call did not pass
+    (``standard``/``depthwise``: ``weight``; ``separable``: both; ``sum``: none)."""
+    given = {"weight": weight, "pointwise_weight": pointwise_weight}
+    needed = {"sum": [], "separable": ["weight", "pointwise_weight"]}.get(kernel, ["weight"])
+    missing = [name for name in needed if given[name] is None]
+    if missing:
+        raise OptionError(
+            f"kernel={kernel!r} needs {' and '.join(missing)} (layouts in "
+            "convnn.ops.aggregation); only kernel='sum' needs none",
+            key=missing[0],
+        )

@@ -12,23 +12,29 @@ the same selection functions.
 
 from __future__ import annotations
 
+from typing import TypedDict
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from typing_extensions import Unpack
 
 from . import selection
 from .backends import MapCall, TokenCall, blocked, choose_backend, reference, resolve_backend
 from .backends.conv import location_as_window
-from .checks import check_call
-from .ops.geometry import CandidateTable, Grid, candidate_table, conv_queries
+from .checks import check_call, check_kernel_weights
+from .ops.geometry import CandidateTable, ConvWindow, Grid, candidate_table, conv_queries
 from .ops.positional import encode_positions
 from .options import ConvNNOptions
 from .selection import Selection
+from .validation import check_names
 
 __all__ = [
     "ConvNNOptions",
     "Grid",
+    "MapSelectionArgs",
     "Selection",
+    "SelectionArgs",
     "candidate_table",
     "convnn",
     "convnn2d",
@@ -37,6 +43,34 @@ __all__ = [
     "select2d",
     "select_neighbors",
 ]
+
+
+class MapSelectionArgs(TypedDict, total=False):
+    """Keywords of :func:`convnn2d` and :func:`select2d` that decide what a call selects.
+
+    ``pos_table``: ``(D, H0, W0)`` table of ``positional_encoding='learned'`` (default none);
+    ``generator``: RNG of fresh ``random`` draws in training; ``training`` (default False):
+    draws fresh random candidates (and, in :func:`convnn`, applies ``dropout_p``);
+    ``backend``: overrides ``options.backend`` (``fast``, ``reference`` or a path name, see
+    :mod:`convnn.backends`).
+    """
+
+    pos_table: Tensor | None
+    generator: torch.Generator | None
+    training: bool
+    backend: str | None
+
+
+class SelectionArgs(MapSelectionArgs, total=False):
+    """Keywords of :func:`convnn` and :func:`select` that decide what a call selects: those of
+    :class:`MapSelectionArgs` and ``grid`` (token layout: prefix tokens + H x W map; needed
+    by spatial options), ``query_index`` (``(Nq,)`` tokens that are queries, e.g. a strided
+    sub-grid; default all ``N`` tokens), ``sample`` (``(r,)`` fixed candidate tokens for
+    ``candidates='random'``)."""
+
+    grid: Grid | None
+    query_index: Tensor | None
+    sample: Tensor | None
 
 
 def convnn(
@@ -48,14 +82,8 @@ def convnn(
     weight: Tensor | None = None,
     pointwise_weight: Tensor | None = None,
     bias: Tensor | None = None,
-    grid: Grid | None = None,
-    query_index: Tensor | None = None,
-    pos_table: Tensor | None = None,
-    sample: Tensor | None = None,
-    generator: torch.Generator | None = None,
-    training: bool = False,
     dropout_p: float = 0.0,
-    backend: str | None = None,
+    **where: Unpack[SelectionArgs],
 ) -> Tensor:
     """Convolutional nearest neighbors on tokens.
 
@@ -66,23 +94,16 @@ def convnn(
         key: ``(*, N, D)`` selection features of the candidates; default ``value``.
         options: the operator's choices (:class:`ConvNNOptions`).
         weight, pointwise_weight, bias: aggregation kernel parameters
-            (layouts in :mod:`convnn.aggregation`).
-        grid: token layout (prefix tokens + H x W map); needed by spatial options.
-        query_index: ``(Nq,)`` tokens that are queries (e.g. a strided sub-grid);
-            default all ``N`` tokens.
-        pos_table: ``(D, H0, W0)`` table of ``positional_encoding='learned'``.
-        sample: ``(r,)`` fixed candidate tokens for ``candidates='random'``.
-        generator: RNG of fresh ``random`` draws in training.
-        training: draws fresh random candidates and applies ``dropout_p`` to the weights.
-        backend: overrides ``options.backend`` (``fast``, ``reference`` or a path name,
-            see :mod:`convnn.backends`).
+            (layouts in :mod:`convnn.ops.aggregation`).
+        dropout_p: dropout on the neighbors' weights, in training.
+        where: ``grid``, ``query_index``, ``pos_table``, ``sample``, ``generator``,
+            ``training``, ``backend`` (:class:`SelectionArgs`).
     Returns:
         ``(*, Nq, O)`` aggregated outputs.
     """
-    call, name = _token_call(
-        value, query, key, options, weight, pointwise_weight, bias, grid, query_index,
-        pos_table, sample, generator, training, dropout_p, backend,
-    )  # fmt: skip
+    check_kernel_weights(options.kernel, weight, pointwise_weight)
+    kernel = (weight, pointwise_weight, bias, dropout_p)
+    call, name = _token_call("convnn", value, query, key, options, where, *kernel)
     if selection.SINK is not None:  # a recorder listens (convnn.inspection.record_selection)
         call = selection.report(call, name)
     return choose_backend("tokens", call, name).run(call)  # type: ignore[union-attr]
@@ -98,10 +119,7 @@ def convnn2d(
     weight: Tensor | None = None,
     pointwise_weight: Tensor | None = None,
     bias: Tensor | None = None,
-    pos_table: Tensor | None = None,
-    generator: torch.Generator | None = None,
-    training: bool = False,
-    backend: str | None = None,
+    **where: Unpack[MapSelectionArgs],
 ) -> Tensor:
     """ConvNN on a feature map ``(B, C, H, W)`` -> ``(B, O, Ho, Wo)``.
 
@@ -110,52 +128,50 @@ def convnn2d(
     window. The map is zero-padded by ``padding`` and the padding tokens are
     candidates, except for shifted windows (NATTEN), which stay inside the input, and
     ``random``/``spatial`` samples, which are drawn from the input's own tokens only
-    (so the sampling grid is not skewed by padding).
+    (so the sampling grid is not skewed by padding). ``where``: ``pos_table``,
+    ``generator``, ``training``, ``backend`` (:class:`MapSelectionArgs`).
     """
     B, C, H, W = x.shape
-    options, name = _map_options(options, kernel_size, backend)
-    call = MapCall(
-        options, x, kernel_size, stride, padding, weight, pointwise_weight, bias, training
-    )
-    path = choose_backend("map", call, name)
+    options, where = _map_options("convnn2d", options, kernel_size, where)
+    check_kernel_weights(options.kernel, weight, pointwise_weight)
+    window = ConvWindow(kernel_size, stride, padding)
+    kernel = (weight, pointwise_weight, bias)
+    call = MapCall(options, x, *window, *kernel, where.get("training", False))
+    path = choose_backend("map", call, where["backend"])
     if path is not None:
         if selection.SINK is not None:  # the map paths form no indices: select on tokens
-            geometry = (kernel_size, stride, padding)
-            chosen = select2d(x, *geometry, options=options, pos_table=pos_table, backend=name)
-            selection.SINK(chosen)
+            selection.SINK(select2d(x, *window, options=options, **where))
         return path.run(call)
-    tokens, grid, query_index, (Ho, Wo) = _map_tokens(x, options, kernel_size, stride, padding)
+    tokens, grid, query_index, (Ho, Wo) = _map_tokens(x, options, window)
     out = convnn(
         tokens, options=options, weight=weight, pointwise_weight=pointwise_weight, bias=bias,
-        grid=grid, query_index=query_index, pos_table=pos_table, generator=generator,
-        training=training, backend=name,
+        grid=grid, query_index=query_index, **where,
     )  # (B, Ho*Wo, O)  # fmt: skip
     return out.transpose(1, 2).reshape(B, -1, Ho, Wo)
 
 
 def _map_options(
-    options: ConvNNOptions, kernel_size: tuple[int, int], backend: str | None
-) -> tuple[ConvNNOptions, str]:
-    """The options a map call runs with and its resolved backend: outside ``reference``,
-    location among all tokens becomes the same neighbors from a window table (no N x N
-    distances)."""
-    name = resolve_backend(backend or options.backend)
-    return (options if name == "reference" else location_as_window(options, kernel_size)), name
+    caller: str, options: ConvNNOptions, kernel_size: tuple[int, int], where: MapSelectionArgs
+) -> tuple[ConvNNOptions, MapSelectionArgs]:
+    """The options a map call runs with, and ``where`` checked with its backend resolved:
+    outside ``reference``, location among all tokens becomes the same neighbors from a
+    window table (no N x N distances)."""
+    check_names(f"{caller}() keywords", where, MapSelectionArgs.__optional_keys__)
+    name = resolve_backend(where.get("backend") or options.backend)
+    options = options if name == "reference" else location_as_window(options, kernel_size)
+    return options, {**where, "backend": name}
 
 
 def _map_tokens(
-    x: Tensor,
-    options: ConvNNOptions,
-    kernel_size: tuple[int, int],
-    stride: tuple[int, int],
-    padding: tuple[int, int],
+    x: Tensor, options: ConvNNOptions, window: ConvWindow
 ) -> tuple[Tensor, Grid, Tensor, tuple[int, int]]:
     """A map ``(B, C, H, W)`` as :func:`convnn2d`'s tokens: ``(tokens (B, N, C), grid,
     query_index (Ho*Wo,), (Ho, Wo))``, zero-padded unless ``options`` draw from the input
     only."""
     real_only = options.draws_from_input_only
     H, W = x.shape[-2:]
-    grid, query_index, size = conv_queries(H, W, kernel_size, stride, padding, not real_only)
+    grid, query_index, size = conv_queries(H, W, *window, not real_only)
+    padding = window.padding
     if not real_only and any(padding):
         x = F.pad(x, (padding[1], padding[1], padding[0], padding[0]))
     return x.flatten(2).transpose(1, 2), grid, query_index.to(x.device), size
@@ -167,13 +183,7 @@ def select(
     key: Tensor | None = None,
     *,
     options: ConvNNOptions,
-    grid: Grid | None = None,
-    query_index: Tensor | None = None,
-    pos_table: Tensor | None = None,
-    sample: Tensor | None = None,
-    generator: torch.Generator | None = None,
-    training: bool = False,
-    backend: str | None = None,
+    **where: Unpack[SelectionArgs],
 ) -> Selection:
     """The neighbors :func:`convnn` selects with these arguments, and their weights.
 
@@ -181,10 +191,7 @@ def select(
     ``key`` is given). Returns a :class:`~convnn.selection.Selection`: ``index`` and
     ``weights`` ``(*, Nq, k)``, the grid and the neighbors' positions on it.
     """
-    call, name = _token_call(
-        value, query, key, options, grid=grid, query_index=query_index, pos_table=pos_table,
-        sample=sample, generator=generator, training=training, backend=backend,
-    )  # fmt: skip
+    call, name = _token_call("select", value, query, key, options, where)
     return selection.selection_of(call, name)
 
 
@@ -195,20 +202,15 @@ def select2d(
     padding: tuple[int, int] = (0, 0),
     *,
     options: ConvNNOptions,
-    pos_table: Tensor | None = None,
-    generator: torch.Generator | None = None,
-    training: bool = False,
-    backend: str | None = None,
+    **where: Unpack[MapSelectionArgs],
 ) -> Selection:
     """The neighbors :func:`convnn2d` selects on a map ``(B, C, H, W)``: ``index`` and
     ``weights`` ``(B, Ho*Wo, k)`` on the (zero-padded) map's grid, whose ``padding`` tells
     padding tokens from the input's own."""
-    options, name = _map_options(options, kernel_size, backend)
-    tokens, grid, query_index, _ = _map_tokens(x, options, kernel_size, stride, padding)
-    return select(
-        tokens, options=options, grid=grid, query_index=query_index, pos_table=pos_table,
-        generator=generator, training=training, backend=name,
-    )  # fmt: skip
+    options, where = _map_options("select2d", options, kernel_size, where)
+    window = ConvWindow(kernel_size, stride, padding)
+    tokens, grid, query_index, _ = _map_tokens(x, options, window)
+    return select(tokens, options=options, grid=grid, query_index=query_index, **where)
 
 
 def select_neighbors(
@@ -235,27 +237,24 @@ def select_neighbors(
 
 
 def _token_call(
+    caller: str,
     value: Tensor,
     query: Tensor | None,
     key: Tensor | None,
     options: ConvNNOptions,
+    where: SelectionArgs,
     weight: Tensor | None = None,
     pointwise_weight: Tensor | None = None,
     bias: Tensor | None = None,
-    grid: Grid | None = None,
-    query_index: Tensor | None = None,
-    pos_table: Tensor | None = None,
-    sample: Tensor | None = None,
-    generator: torch.Generator | None = None,
-    training: bool = False,
     dropout_p: float = 0.0,
-    backend: str | None = None,
 ) -> tuple[TokenCall, str]:
-    """The checked, position-encoded :class:`TokenCall` of :func:`convnn`'s arguments and
-    the resolved backend name."""
+    """The checked, position-encoded :class:`TokenCall` of :func:`convnn`'s (or ``caller``'s)
+    arguments and the resolved backend name."""
+    check_names(f"{caller}() keywords", where, SelectionArgs.__optional_keys__)
     opts = options
     key = value if key is None else key
     N = value.shape[-2]
+    grid, query_index = where.get("grid"), where.get("query_index")
     if query_index is None:
         query_index = torch.arange(N, device=value.device)
     query = key[..., query_index, :] if query is None else query
@@ -267,10 +266,11 @@ def _token_call(
         )
     check_call(opts, value, query, key, grid, query_index, weight_channels)
     k = opts.k if opts.k is not None else opts.max_k(N)
-    name = resolve_backend(backend or opts.backend)
+    name = resolve_backend(where.get("backend") or opts.backend)
+    pos_table = where.get("pos_table")
     query, key, value = encode_positions(opts, query, key, value, grid, query_index, pos_table)
     call = TokenCall(
         opts, value, query, key, k, query_index, grid, weight, pointwise_weight, bias,
-        sample, generator, training, dropout_p,
+        where.get("sample"), where.get("generator"), where.get("training", False), dropout_p,
     )  # fmt: skip
     return call, name

@@ -4,7 +4,7 @@ parameter, its value and what is allowed (with a close match for misspelled name
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import get_args
 
 from .errors import OptionError
@@ -37,12 +37,12 @@ def check_choice(name: str, value: object, allowed: Sequence[object] | object) -
         )
 
 
-def check_names(what: str, names: Iterable[str], allowed: Iterable[str]) -> None:
+def check_names(what: str, names: Iterable[str], allowed: Collection[str]) -> None:
     """Raise when ``names`` holds names outside ``allowed``; ``what`` says what they are
     (``"ConvNN options"``), the message suggests a close match for the first one."""
-    allowed = sorted(allowed)
-    unknown = sorted(set(names) - set(allowed))
-    if unknown:
+    unknown = sorted(set(names).difference(allowed))
+    if unknown:  # the common case (nothing unknown) costs one set difference
+        allowed = sorted(allowed)
         raise OptionError(
             f"unknown {what} {unknown}{suggestion(unknown[0], allowed)} (allowed: {allowed})",
             key=unknown[0],

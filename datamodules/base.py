@@ -14,6 +14,7 @@ subclass documents its split sizes).
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Callable, Iterator
 from typing import Any, Literal
@@ -23,7 +24,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from convnn.errors import ConvNNError
-from convnn.validation import check_int
+from convnn.validation import check_int, check_names
 
 Split = Literal["train", "val", "test"]
 
@@ -85,6 +86,16 @@ class EpochShuffleSampler(RandomSampler):
         yield from torch.randperm(len(self.data_source), generator=generator).tolist()
 
 
+def _init_parameters(cls: type) -> set[str]:
+    """The named ``__init__`` parameters of ``cls`` and its bases."""
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        if "__init__" in klass.__dict__ and klass is not object:
+            params = inspect.signature(klass.__dict__["__init__"]).parameters.values()
+            names |= {p.name for p in params if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+    return names - {"self"}
+
+
 class ImageClassificationDataModule(L.LightningDataModule):
     """Base class: batch size and loader settings shared by every image-classification dataset.
 
@@ -97,6 +108,12 @@ class ImageClassificationDataModule(L.LightningDataModule):
         settings: a subclass's own arguments, stored as attributes of the same names (the
             subclass checks them). Pass them in the order of its signature: the hyper-parameters
             (these and every subclass argument) keep the order in which they are first seen.
+
+    Subclasses take these four loader arguments as ``**loader`` and pass them on with their
+    own settings, ``super().__init__(**loader, **settings)``, so the four are written once:
+    LightningCLI (jsonargparse) follows ``**loader`` here and offers them, typed and with
+    their defaults, as ``--data.batch_size`` etc. A misspelled name is refused with a close
+    match.
 
     The training loader shuffles with an :class:`EpochShuffleSampler` (the order of an epoch
     depends only on the run's seed and the epoch number, so resumed runs read the same
@@ -122,6 +139,7 @@ class ImageClassificationDataModule(L.LightningDataModule):
         **settings: Any,
     ) -> None:
         super().__init__()
+        check_names(f"{type(self).__name__} arguments", settings, _init_parameters(type(self)))
         check_int("batch_size", batch_size, 1)
         check_int("num_workers", num_workers, 0)
         self.save_hyperparameters()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from torchvision.datasets import CIFAR10, CIFAR100
 
@@ -39,13 +40,10 @@ class CIFAR10DataModule(ImageClassificationDataModule):
         self,
         root: str | None = None,
         download: bool = False,
-        batch_size: int = 128,
-        num_workers: int = 4,
-        pin_memory: bool = True,
-        persistent_workers: bool = True,
+        **loader: Any,
     ) -> None:
         settings = dict(root=str(root or self.default_root), download=download)
-        super().__init__(batch_size, num_workers, pin_memory, persistent_workers, **settings)
+        super().__init__(**loader, **settings)
         if not download:
             self.check_files()
 

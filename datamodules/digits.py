@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -66,13 +68,10 @@ class DigitsDataModule(ImageClassificationDataModule):
         image_size: int = 32,
         val_fraction: float = 0.2,
         seed: int = 0,
-        batch_size: int = 128,
-        num_workers: int = 4,
-        pin_memory: bool = True,
-        persistent_workers: bool = True,
+        **loader: Any,
     ) -> None:
         settings = dict(image_size=image_size, val_fraction=val_fraction, seed=seed)
-        super().__init__(batch_size, num_workers, pin_memory, persistent_workers, **settings)
+        super().__init__(**loader, **settings)
         check_image_size(image_size)
         low, high = 10 / NUM_DIGITS, 1 - 10 / NUM_DIGITS  # one image per class in each split
         allowed = f"in (0, 1), from {low:.4f} to {high:.4f} (each split needs all 10 classes)"

@@ -255,10 +255,6 @@ class ImageNetDataModule(ImageClassificationDataModule):
         self,
         root: str,
         image_size: int = 224,
-        batch_size: int = 128,
-        num_workers: int = 4,
-        pin_memory: bool = True,
-        persistent_workers: bool = True,
         scale: tuple[float, float] = DEFAULT_SCALE,
         ratio: tuple[float, float] = DEFAULT_RATIO,
         hflip: float = 0.5,
@@ -272,8 +268,9 @@ class ImageNetDataModule(ImageClassificationDataModule):
         std: tuple[float, float, float] = IMAGENET_STD,
         corrupt_images: CorruptImages = "fail",
         scan_images: bool = False,
+        **loader: Any,
     ) -> None:
-        super().__init__(batch_size, num_workers, pin_memory, persistent_workers)
+        super().__init__(**loader)
         check_image_size(image_size)
         check_range("scale", scale, "with 0 < low <= high <= 1", lambda a, b: 0 < a <= b <= 1)
         check_range("ratio", ratio, "with 0 < low <= high", lambda a, b: 0 < a <= b)

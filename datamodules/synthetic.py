@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import colorsys
 import math
+from typing import Any
 
 import numpy as np
 import torch
@@ -91,10 +92,7 @@ class SyntheticDataModule(ImageClassificationDataModule):
         num_train: int = 512,
         num_val: int = 128,
         seed: int = 0,
-        batch_size: int = 128,
-        num_workers: int = 4,
-        pin_memory: bool = True,
-        persistent_workers: bool = True,
+        **loader: Any,
     ) -> None:
         settings = dict(
             num_classes=num_classes,
@@ -103,7 +101,7 @@ class SyntheticDataModule(ImageClassificationDataModule):
             num_val=num_val,
             seed=seed,
         )
-        super().__init__(batch_size, num_workers, pin_memory, persistent_workers, **settings)
+        super().__init__(**loader, **settings)
         check_int("num_classes", num_classes, 2)
         check_image_size(image_size)
         check_int("num_train", num_train, 1)

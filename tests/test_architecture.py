@@ -176,3 +176,117 @@ def test_public_names_resolve_lazily_to_their_modules() -> None:
         assert getattr(convnn, name) is getattr(module, name), name
     with pytest.raises(AttributeError, match="no attribute 'ConvNN3d'"):
         convnn.ConvNN3d  # noqa: B018
+
+
+# Call keywords: written once, in functional.SelectionArgs / MapSelectionArgs; each one reaches
+# the call (a case per keyword, where leaving it out gives another selection or an error).
+def _tokens(n: int = 9, c: int = 4) -> torch.Tensor:
+    return torch.randn(2, n, c, dtype=F64, generator=torch.Generator().manual_seed(0))
+
+
+def _grid_case() -> None:
+    opts = ConvNNOptions(k=3, similarity="location")
+    with pytest.raises(OptionError, match="grid"):
+        convnn.functional.select(_tokens(), options=opts)
+    chosen = convnn.functional.select(_tokens(), options=opts, grid=convnn.functional.Grid(3, 3))
+    assert chosen.position is not None
+
+
+def _query_index_case() -> None:
+    out = convnn.functional.convnn(
+        _tokens(), options=ConvNNOptions(k=3, kernel="sum"), query_index=torch.arange(4)
+    )
+    assert out.shape == (2, 4, 4)
+
+
+def _pos_table_case() -> None:
+    opts = ConvNNOptions(k=3, positional_encoding="learned")
+    grid, x = convnn.functional.Grid(3, 3), _tokens()
+    zero = convnn.functional.select(
+        x, options=opts, grid=grid, pos_table=torch.zeros(4, 3, 3, dtype=F64)
+    )
+    table = 10 * torch.randn(4, 3, 3, dtype=F64, generator=torch.Generator().manual_seed(1))
+    assert not torch.equal(
+        zero.index, convnn.functional.select(x, options=opts, grid=grid, pos_table=table).index
+    )
+
+
+def _sample_case() -> None:
+    opts = ConvNNOptions(k=2, candidates="random", num_samples=3)
+    chosen = convnn.functional.select(_tokens(), options=opts, sample=torch.tensor([1, 4, 7]))
+    for query, row in enumerate(chosen.index[0].tolist()):  # the sample and the query itself
+        assert set(row) <= {1, 4, 7, query}
+
+
+def _generator_case() -> None:
+    opts = ConvNNOptions(k=2, candidates="random", num_samples=3)
+
+    def draw(seed: int) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(seed)
+        x = _tokens(64)
+        return convnn.functional.select(x, options=opts, training=True, generator=generator).index
+
+    assert torch.equal(draw(0), draw(0)) and not torch.equal(draw(0), draw(1))
+
+
+def _training_case() -> None:
+    kw = dict(options=ConvNNOptions(k=3, weighting="softmax", kernel="sum"), dropout_p=0.5)
+    torch.manual_seed(0)
+    x = _tokens()
+    assert torch.equal(convnn.functional.convnn(x, **kw), convnn.functional.convnn(x, **kw))
+    assert not torch.equal(
+        convnn.functional.convnn(x, **kw), convnn.functional.convnn(x, training=True, **kw)
+    )
+
+
+def _backend_case() -> None:
+    opts = ConvNNOptions(k=3, similarity="cosine", kernel="sum")
+    with pytest.raises(BackendError, match="sdpa"):
+        convnn.functional.convnn(_tokens(), options=opts, backend="sdpa")
+    torch.testing.assert_close(
+        convnn.functional.convnn(_tokens(), options=opts, backend="reference"),
+        convnn.functional.convnn(_tokens(), options=opts, backend="blocked"),
+        rtol=1e-12, atol=1e-12,
+    )  # fmt: skip
+
+
+SUM = ConvNNOptions(k=3, kernel="sum")
+
+KEYWORD_CASES = {
+    "grid": _grid_case,
+    "query_index": _query_index_case,
+    "pos_table": _pos_table_case,
+    "sample": _sample_case,
+    "generator": _generator_case,
+    "training": _training_case,
+    "backend": _backend_case,
+}
+
+
+def test_every_call_keyword_has_a_case() -> None:
+    from convnn.functional import MapSelectionArgs, SelectionArgs
+
+    assert set(KEYWORD_CASES) == SelectionArgs.__optional_keys__
+    assert MapSelectionArgs.__optional_keys__ < SelectionArgs.__optional_keys__
+
+
+@pytest.mark.parametrize("name", sorted(KEYWORD_CASES))
+def test_every_call_keyword_reaches_the_call(name: str) -> None:
+    KEYWORD_CASES[name]()
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda **kw: convnn.functional.convnn(_tokens(), options=SUM, **kw),
+        lambda **kw: convnn.functional.select(_tokens(), options=SUM, **kw),
+        lambda **kw: convnn.functional.convnn2d(
+            torch.randn(1, 4, 5, 5), options=SUM, kernel_size=(3, 3), **kw
+        ),
+        lambda **kw: convnn.functional.select2d(torch.randn(1, 4, 5, 5), (3, 3), options=SUM, **kw),
+    ],
+    ids=["convnn", "select", "convnn2d", "select2d"],
+)
+def test_misspelled_call_keyword_suggests_the_name(call) -> None:
+    with pytest.raises(OptionError, match=r"unknown \w+\(\) keywords \['trainng'\].*'training'"):
+        call(trainng=True)

@@ -569,3 +569,46 @@ def test_base_class_contract() -> None:
     dm = DigitsDataModule(**FAST)
     assert dm.in_chans == 3 and len(dm.mean) == 3 and len(dm.std) == 3
     assert "DigitsDataModule(num_classes=10" in str(dm)
+
+
+LOADER_DEFAULTS = {
+    "batch_size": 128,
+    "num_workers": 4,
+    "pin_memory": True,
+    "persistent_workers": True,
+}
+
+
+def _datamodule_classes() -> list[type]:
+    import datamodules
+
+    return [
+        getattr(datamodules, name)
+        for name in datamodules.__all__
+        if name.endswith("DataModule") and name != "ImageClassificationDataModule"
+    ]
+
+
+@pytest.mark.parametrize("cls", _datamodule_classes(), ids=lambda cls: cls.__name__)
+def test_every_datamodule_offers_the_loader_arguments_typed_with_their_defaults(cls) -> None:
+    """The four loader arguments are written once (ImageClassificationDataModule); every
+    DataModule takes them as ``**loader`` and the CLI's parser still offers them, with the
+    base's types and defaults."""
+    from jsonargparse import ArgumentParser
+
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_class_arguments(cls, "data")
+    defaults = parser.get_defaults().data
+    assert {name: defaults[name] for name in LOADER_DEFAULTS} == LOADER_DEFAULTS
+    given = ["--data.root=/x"] if cls.__name__ == "ImageNetDataModule" else []
+    parsed = parser.parse_args([*given, "--data.batch_size=3", "--data.pin_memory=false"]).data
+    assert (parsed.batch_size, parsed.pin_memory) == (3, False)
+    with pytest.raises(Exception, match="batch_size"):
+        parser.parse_args([*given, "--data.batch_size=three"])
+
+
+def test_a_misspelled_datamodule_argument_suggests_the_name() -> None:
+    with pytest.raises(ValueError, match=r"unknown SyntheticDataModule arguments \['batchsize'\]"):
+        SyntheticDataModule(batchsize=8, num_train=4, num_val=4)
+    with pytest.raises(ValueError, match=r"did you mean 'batch_size'"):
+        SyntheticDataModule(batchsize=8, num_train=4, num_val=4)

@@ -219,3 +219,24 @@ def test_checks_run_before_computation(monkeypatch: pytest.MonkeyPatch) -> None:
     opts = ConvNNOptions(k=3, candidates="random", num_samples=25, kernel="sum")
     with pytest.raises(ValueError, match=r"num_samples=25"):
         convnn.convnn(torch.randn(1, 16, 4), options=opts)
+
+
+@pytest.mark.parametrize(
+    "kernel, given, missing",
+    [
+        ("standard", {}, "weight"),
+        ("depthwise", {}, "weight"),
+        ("separable", {"weight": torch.randn(4, 3)}, "pointwise_weight"),
+    ],
+)
+def test_functional_call_without_its_kernel_weights_names_them(kernel, given, missing) -> None:
+    """The functional operator names a missing kernel parameter (not an assertion deep in
+    the aggregation), on tokens and on maps, before any computation."""
+    options = ConvNNOptions(k=3, kernel=kernel)
+    pattern = rf"kernel='{kernel}' needs {missing} .*only kernel='sum' needs none"
+    with pytest.raises(convnn.OptionError, match=pattern) as err:
+        convnn.functional.convnn(torch.randn(1, 5, 4), options=options, **given)
+    assert err.value.key == missing
+    with pytest.raises(convnn.OptionError, match=pattern):
+        x = torch.randn(1, 4, 5, 5)
+        convnn.functional.convnn2d(x, options=options, kernel_size=(3, 3), **given)

@@ -34,7 +34,7 @@ import torch
 from torch import Tensor
 
 from ..errors import BackendError
-from ..ops.geometry import CandidateTable, Grid, candidate_table
+from ..ops.geometry import CandidateTable, ConvWindow, Grid, candidate_table
 from ..options import Backend, ConvNNOptions
 from ..validation import check_choice
 
@@ -106,6 +106,10 @@ class MapCall:
     pointwise_weight: Tensor | None = None
     bias: Tensor | None = None
     training: bool = False
+
+    @property
+    def window(self) -> ConvWindow:
+        return ConvWindow(self.kernel_size, self.stride, self.padding)
 
     @property
     def in_channels(self) -> int:

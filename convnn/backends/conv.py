@@ -19,7 +19,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..ops.geometry import conv_output_size
 from ..ops.similarity import EPS, autocast_off, mixed_scores, score_dtype, unit
 from ..options import ConvNNOptions
 from . import MapCall, Path, register
@@ -131,8 +130,7 @@ def window_by_shifts(call: MapCall) -> Tensor:
     (sh, sw), (kh, kw) = opts.window_shape, kernel_size
     rh, rw = sh // 2, sw // 2
     xp = F.pad(x, (padding[1] + rw, padding[1] + rw, padding[0] + rh, padding[0] + rh))
-    Ho = conv_output_size(x.shape[2], kh, stride[0], padding[0])
-    Wo = conv_output_size(x.shape[3], kw, stride[1], padding[1])
+    Ho, Wo = call.window.output_size(x.shape[2], x.shape[3])
 
     def tap(dy: int, dx: int) -> Tensor:  # (B, C, Ho, Wo) view at offset (dy, dx)
         r0, c0 = kh // 2 + rh + dy, kw // 2 + rw + dx

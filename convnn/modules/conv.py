@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from ..errors import OptionError
 from ..functional import convnn2d
 from ..ops.aggregation import weight_shapes
+from ..ops.geometry import ConvWindow
 from ..options import ConvNNOptions, make_options, options_repr
 from ..validation import check_input, check_positive_int
 
@@ -74,9 +75,7 @@ class _ConvNNNd(nn.Module):
         self,
         in_channels: int,
         out_channels: int,
-        kernel_size: tuple[int, int],
-        stride: tuple[int, int],
-        padding: tuple[int, int],
+        window: ConvWindow,
         bias: bool,
         options: ConvNNOptions,
         pos_grid_size: tuple[int, int],
@@ -84,6 +83,7 @@ class _ConvNNNd(nn.Module):
         dtype: torch.dtype | None,
     ) -> None:
         super().__init__()
+        kernel_size, stride, padding = window
         check_positive_int("in_channels", in_channels)
         check_positive_int("out_channels", out_channels)
         for name, pair in (("kernel_size", kernel_size), ("stride", stride)):
@@ -200,9 +200,7 @@ class ConvNN2d(_ConvNNNd):
         super().__init__(
             in_channels,
             out_channels,
-            ks,
-            _pair(stride, "stride"),
-            _pair(padding, "padding"),
+            ConvWindow(ks, _pair(stride, "stride"), _pair(padding, "padding")),
             bias,
             options,
             pos_grid_size,
@@ -283,9 +281,7 @@ class ConvNN1d(_ConvNNNd):
         super().__init__(
             in_channels,
             out_channels,
-            (1, kernel_size),
-            (1, stride),
-            (0, padding),
+            ConvWindow((1, kernel_size), (1, stride), (0, padding)),
             bias,
             options,
             (1, pos_grid_size),

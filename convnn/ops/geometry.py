@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -150,6 +151,22 @@ def window_candidates(
     index = grid.num_prefix + position[..., 0] * grid.width + position[..., 1]
     index = torch.where(inside, index, torch.full_like(index, grid.num_tokens))
     return CandidateTable(index, position, has_null=border == "pad")
+
+
+class ConvWindow(NamedTuple):
+    """Where a convolution's windows sit on a map, per axis ``(h, w)``: their size, their
+    step and the zero padding around the map (``nn.Conv2d``'s ``kernel_size``, ``stride``,
+    ``padding``)."""
+
+    kernel_size: tuple[int, int]
+    stride: tuple[int, int]
+    padding: tuple[int, int]
+
+    def output_size(self, height: int, width: int) -> tuple[int, int]:
+        """``(Ho, Wo)``: ``nn.Conv2d``'s output size on a ``height x width`` map."""
+        sizes = zip((height, width), self.kernel_size, self.stride, self.padding, strict=True)
+        Ho, Wo = (conv_output_size(*axis) for axis in sizes)
+        return Ho, Wo
 
 
 def conv_queries(

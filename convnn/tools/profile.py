@@ -23,7 +23,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
 from ..modules import ConvNN1d, ConvNN2d, ConvNNAttention
-from ..ops.geometry import conv_output_size
+from ..ops.geometry import ConvWindow
 from ..options import ConvNNOptions
 
 __all__ = [
@@ -111,8 +111,9 @@ def convnn_flops(module: nn.Module, input_shape: Sequence[int]) -> dict[str, int
     if not isinstance(module, (ConvNN1d, ConvNN2d)):
         raise TypeError(f"convnn_flops needs a ConvNN layer, got {type(module).__name__}")
     B, H, W = input_shape[0], *((1, input_shape[-1]) if len(input_shape) == 3 else input_shape[2:])
-    (kh, kw), (sh, sw), (ph, pw) = module.kernel_size, module.stride, module.padding
-    nq = B * conv_output_size(H, kh, sh, ph) * conv_output_size(W, kw, sw, pw)
+    window = ConvWindow(module.kernel_size, module.stride, module.padding)
+    nq = B * math.prod(window.output_size(H, W))
+    ph, pw = window.padding
     shift = opts.candidates == "window" and opts.window_border == "shift"
     tokens = H * W if shift else (H + 2 * ph) * (W + 2 * pw)
     coords = 2 * (opts.positional_encoding == "coords")
