@@ -23,13 +23,16 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from lightning_modules.files import PROGRESS_FILE_ENV, atomic_write_json, atomic_write_text
 
 from .grid import Cell, Grid, merged_config
+
+if TYPE_CHECKING:  # annotations only: the runner imports no torch until a cell is evaluated
+    from lightning_modules.evaluate import Run
 
 __all__ = ["GpuPool", "Scheduler", "prepare_cells", "read_state", "run_cell", "run_local"]
 
@@ -220,12 +223,13 @@ def run_cell(
 def _evaluate(ckpt: Path) -> dict[str, Any]:
     import torch
 
-    from lightning_modules.evaluate import evaluate
+    from lightning_modules.evaluate import evaluate, load_run
 
     gpu = torch.cuda.is_available() and os.environ.get("CUDA_VISIBLE_DEVICES", "x") != ""
     accelerator = "gpu" if gpu else "cpu"
-    metrics = evaluate(ckpt, accelerator=accelerator, progress=False)
-    write_locality(ckpt, accelerator)
+    run = load_run(ckpt, None, None, None)  # checkpoint and data, loaded once for both
+    metrics = evaluate(ckpt, accelerator=accelerator, progress=False, run=run)
+    write_locality(ckpt, accelerator, run)
     return metrics
 
 
@@ -233,16 +237,18 @@ LOCALITY_IMAGES = 1024
 """Validation images a cell's ``locality.json`` is measured over (at most)."""
 
 
-def write_locality(ckpt: Path, accelerator: str = "cpu") -> Path:
+def write_locality(ckpt: Path, accelerator: str = "cpu", run: Run | None = None) -> Path:
     """``locality.json`` of the cell whose ``version_<n>/checkpoints/`` holds ``ckpt``: the
     ConvNN layers' locality statistics over up to :data:`LOCALITY_IMAGES` validation images
     (``convnn inspect`` without pictures), for the report's locality columns. A failure is
-    recorded in the file (``error``) and printed; it does not fail the trained cell."""
+    recorded in the file (``error``) and printed; it does not fail the trained cell. ``run``: the
+    checkpoint already loaded (:func:`lightning_modules.evaluate.load_run`)."""
     from lightning_modules.inspect import checkpoint_locality
 
     path = ckpt.parent.parent.parent / "locality.json"
     try:
-        result = checkpoint_locality(ckpt, max_images=LOCALITY_IMAGES, accelerator=accelerator)
+        kw = dict(max_images=LOCALITY_IMAGES, accelerator=accelerator, run=run)
+        result = checkpoint_locality(ckpt, **kw)
     except Exception as err:  # noqa: BLE001  (the cell's accuracy stands without it)
         print(f"locality of {ckpt}: {type(err).__name__}: {err}", file=sys.stderr)
         result = {"checkpoint": str(ckpt), "error": f"{type(err).__name__}: {err}", "layers": {}}

@@ -38,7 +38,7 @@ from .classifier import ImageClassifier, check_input_size
 from .cli_errors import CommandParser
 from .files import UsageError, atomic_write_json, check_writable
 
-__all__ = ["EvaluationError", "checkpoint_parser", "evaluate", "load_run", "main"]
+__all__ = ["EvaluationError", "Run", "checkpoint_parser", "evaluate", "load_run", "main"]
 
 TRUSTED_PACKAGES = ("lightning_modules", "datamodules")
 """Packages whose classes a checkpoint's class path may name (besides imported modules)."""
@@ -210,9 +210,13 @@ def throughput(
     }
 
 
+Run = tuple[dict[str, Any], ImageClassifier, ImageClassificationDataModule, dict[str, Any]]
+"""What :func:`load_run` returns: ``(checkpoint, model, datamodule, data spec)``."""
+
+
 def load_run(
     ckpt_path: str | Path, data: Any, batch_size: int | None, num_workers: int | None
-) -> tuple[dict[str, Any], ImageClassifier, ImageClassificationDataModule, dict[str, Any]]:
+) -> Run:
     """``(checkpoint, model, datamodule, data spec)`` of a run: the checkpoint's model and
     ``data`` (``None``: the run's own DataModule), their input sizes checked to agree."""
     ckpt = load_checkpoint(ckpt_path)
@@ -232,8 +236,13 @@ def evaluate(
     batch_size: int | None = None,
     num_workers: int | None = None,
     progress: bool = True,
+    run: Run | None = None,
 ) -> dict[str, Any]:
     """Evaluate a checkpoint; the returned dict is what ``convnn evaluate`` writes as JSON.
+
+    ``run``: the checkpoint already loaded by :func:`load_run` (then ``data``,
+    ``batch_size`` and ``num_workers`` are not read), so that a caller that also measures
+    locality loads the checkpoint and the data once.
 
     ``top1``/``top5`` are percentages; ``loss`` the mean cross-entropy; ``gflops`` and
     ``params`` from :func:`convnn.profile` at the data's image size (batch 1);
@@ -242,7 +251,7 @@ def evaluate(
     processes, see :func:`throughput`); ``paper``: the published row of this network and
     measured - paper (:func:`paper_comparison`).
     """
-    ckpt, model, dm, spec = load_run(ckpt_path, data, batch_size, num_workers)
+    ckpt, model, dm, spec = run or load_run(ckpt_path, data, batch_size, num_workers)
     trainer = L.Trainer(
         accelerator=accelerator,
         devices=1,

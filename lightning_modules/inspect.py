@@ -41,7 +41,7 @@ from convnn.validation import check_choice, check_int
 from datamodules import ImageClassificationDataModule
 
 from .classifier import ImageClassifier
-from .evaluate import checkpoint_parser, load_run
+from .evaluate import Run, checkpoint_parser, load_run
 from .files import UsageError, atomic_write, atomic_write_json, check_writable
 
 __all__ = ["checkpoint_locality", "inspect", "main", "parse_queries", "print_locality"]
@@ -97,12 +97,14 @@ def _prepare(
     accelerator: str,
     batch_size: int | None,
     num_workers: int | None,
+    run: Run | None = None,
 ) -> tuple[ImageClassifier, torch.nn.Module, ImageClassificationDataModule, dict[str, Any]]:
-    """Checked arguments, the model (its evaluation network on the device) and the data."""
+    """Checked arguments, the model (its evaluation network on the device) and the data
+    (``run``: already loaded by :func:`~lightning_modules.evaluate.load_run`)."""
     if max_images is not None:
         check_int("--max_images", max_images, 1)
     device = _device(accelerator)
-    _, model, dm, spec = load_run(ckpt_path, data, batch_size, num_workers)
+    _, model, dm, spec = run or load_run(ckpt_path, data, batch_size, num_workers)
     return model, model.eval_model.eval().to(device), dm, spec
 
 
@@ -137,12 +139,13 @@ def checkpoint_locality(
     accelerator: str = "auto",
     batch_size: int | None = None,
     num_workers: int | None = None,
+    run: Run | None = None,
 ) -> dict[str, Any]:
     """The content of ``locality.json`` (without pictures): the run's identity and, under
     ``layers``, every ConvNN layer's statistics over ``max_images`` images of ``split``
-    (all with ``None``)."""
+    (all with ``None``); ``run`` as in :func:`~lightning_modules.evaluate.evaluate`."""
     model, net, dm, spec = _prepare(
-        ckpt_path, data, max_images, accelerator, batch_size, num_workers
+        ckpt_path, data, max_images, accelerator, batch_size, num_workers, run
     )
     return _measure(ckpt_path, model, net, dm, spec, split, max_images)
 

@@ -272,3 +272,20 @@ def test_runner_locality_feeds_the_report(quickstart_run, tmp_path, monkeypatch)
     assert float(row["locality_last_mean_distance"]) == pytest.approx(1.4)
     assert float(row["locality_prefix_fraction"]) == pytest.approx(0.1)
     assert "| 0.90 → 1.40 |" in (tmp_path / "results.md").read_text()
+
+
+def test_a_finished_cell_loads_its_checkpoint_once(quickstart_run, monkeypatch):
+    """The runner evaluates a cell and measures its locality on one loaded checkpoint (and
+    one DataModule); the locality equals the one measured on a fresh load."""
+    from ablations import runner
+    from lightning_modules import evaluate as evaluation
+
+    monkeypatch.setattr(runner, "LOCALITY_IMAGES", 50)
+    alone = json.loads(runner.write_locality(quickstart_run["ckpt"]).read_text())["layers"]
+    loads = []
+    load = evaluation.load_checkpoint
+    monkeypatch.setattr(evaluation, "load_checkpoint", lambda *a: loads.append(a) or load(*a))
+    metrics = runner._evaluate(quickstart_run["ckpt"])
+    assert len(loads) == 1 and 0 <= metrics["top1"] <= 100
+    shared = json.loads((quickstart_run["tmp"] / "quickstart" / "locality.json").read_text())
+    assert shared["layers"] == alone
