@@ -12,7 +12,6 @@ after every epoch (the runner sets ``CONVNN_PROGRESS_FILE``); its state from
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from typing import Any
 from rich.console import Console, Group
 from rich.table import Table
 
-from .runner import Job, read_state
+from .runner import Job, read_json, read_state
 
 __all__ = ["CellProgress", "GridProgress", "duration", "estimate_left"]
 
@@ -48,18 +47,11 @@ class CellProgress:
         return min(1.0, self.epoch / self.max_epochs)
 
 
-def _read(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-
-
 def read_cell(cell_dir: Path, now: float) -> CellProgress:
     """State, epoch and latest ``val/acc1`` of one cell directory."""
     state = read_state(cell_dir)
     status = state.get("status", "pending")
-    progress = _read(cell_dir / "progress.json") if status != "pending" else {}
+    progress = (read_json(cell_dir / "progress.json") or {}) if status != "pending" else {}
     acc = progress.get("metrics", {}).get("val/acc1")
     if status == "done":
         acc = state["top1"] / 100 if state.get("top1") is not None else acc

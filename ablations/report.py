@@ -28,7 +28,7 @@ import yaml
 from lightning_modules.files import atomic_write_text
 
 from .grid import Grid
-from .runner import read_state
+from .runner import read_json, read_state
 from .stats import LEVEL, Summary, paired, summary
 
 __all__ = ["collect", "grid_info", "locality_columns", "markdown", "summarize", "write_report"]
@@ -68,11 +68,8 @@ def collect(out: Path, grid: Grid | None = None) -> list[dict[str, Any]]:
 def _locality_layers(cell_dir: Path) -> dict[str, Any] | None:
     """The ``layers`` of the cell's ``locality.json`` (written after training by the runner,
     :func:`lightning_modules.inspect.checkpoint_locality`), or ``None``."""
-    try:
-        layers = json.loads((cell_dir / "locality.json").read_text()).get("layers")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return layers or None
+    locality = read_json(cell_dir / "locality.json")
+    return (locality.get("layers") if isinstance(locality, dict) else None) or None
 
 
 def locality_columns(cells: list[dict[str, Any]]) -> dict[str, float | None]:

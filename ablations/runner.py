@@ -34,12 +34,21 @@ from .grid import Cell, Grid, merged_config
 if TYPE_CHECKING:  # annotations only: the runner imports no torch until a cell is evaluated
     from lightning_modules.evaluate import Run
 
-__all__ = ["GpuPool", "Scheduler", "prepare_cells", "read_state", "run_cell", "run_local"]
+__all__ = [
+    "GpuPool",
+    "Scheduler",
+    "prepare_cells",
+    "read_json",
+    "read_state",
+    "run_cell",
+    "run_local",
+]
 
 BUSY = 75  # exit status of a cell already being run by another process
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
+def read_json(path: Path) -> Any:
+    """The JSON content of ``path``, or ``None`` when it is missing or not JSON."""
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):
@@ -49,8 +58,8 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 def read_state(cell_dir: Path) -> dict[str, Any]:
     """``result.json`` when the cell is done, else ``status.json``, else pending."""
     return (
-        _read_json(cell_dir / "result.json")
-        or _read_json(cell_dir / "status.json")
+        read_json(cell_dir / "result.json")
+        or read_json(cell_dir / "status.json")
         or {"status": "pending"}
     )
 
@@ -177,7 +186,7 @@ def run_cell(
             return 0
         os.replace(result_path, cell_dir / f"result.{int(time.time())}.json")
     ckpt = None if rerun else latest_checkpoint(cell_dir)
-    status = _read_json(cell_dir / "status.json") or {}
+    status = read_json(cell_dir / "status.json") or {}
     attempt = int(status.get("attempt", 0)) + 1
     state = {"status": "running", "attempt": attempt, "resumed_from": ckpt, "pid": os.getpid()}
     atomic_write_json(cell_dir / "status.json", {**status, **state, "started": time.time()})
@@ -202,7 +211,7 @@ def run_cell(
         failed = {**state, "status": "failed", "error": f"evaluate: {err}", "elapsed_s": elapsed}
         atomic_write_json(cell_dir / "status.json", failed)
         return 1
-    cell = _read_json(cell_dir / "cell.json") or {}
+    cell = read_json(cell_dir / "cell.json") or {}
     result = {
         **cell,
         "status": "done",
@@ -241,14 +250,15 @@ def write_locality(ckpt: Path, accelerator: str = "cpu", run: Run | None = None)
     """``locality.json`` of the cell whose ``version_<n>/checkpoints/`` holds ``ckpt``: the
     ConvNN layers' locality statistics over up to :data:`LOCALITY_IMAGES` validation images
     (``convnn inspect`` without pictures), for the report's locality columns. A failure is
-    recorded in the file (``error``) and printed; it does not fail the trained cell. ``run``: the
-    checkpoint already loaded (:func:`lightning_modules.evaluate.load_run`)."""
+    recorded in the file (``error``) and printed; it does not fail the trained cell.
+    ``run``: the checkpoint already loaded (:func:`lightning_modules.evaluate.load_run`)."""
     from lightning_modules.inspect import checkpoint_locality
 
     path = ckpt.parent.parent.parent / "locality.json"
     try:
-        kw = dict(max_images=LOCALITY_IMAGES, accelerator=accelerator, run=run)
-        result = checkpoint_locality(ckpt, **kw)
+        result = checkpoint_locality(
+            ckpt, max_images=LOCALITY_IMAGES, accelerator=accelerator, run=run
+        )
     except Exception as err:  # noqa: BLE001  (the cell's accuracy stands without it)
         print(f"locality of {ckpt}: {type(err).__name__}: {err}", file=sys.stderr)
         result = {"checkpoint": str(ckpt), "error": f"{type(err).__name__}: {err}", "layers": {}}

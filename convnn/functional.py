@@ -20,7 +20,7 @@ from torch import Tensor
 from typing_extensions import Unpack
 
 from . import selection
-from .backends import MapCall, TokenCall, blocked, choose_backend, reference, resolve_backend
+from .backends import MapCall, TokenCall, choose_backend, resolve_backend, select_top_k
 from .backends.conv import location_as_window
 from .checks import check_call, check_kernel_weights
 from .ops.geometry import CandidateTable, ConvWindow, Grid, candidate_table, conv_queries
@@ -231,9 +231,7 @@ def select_neighbors(
     """
     query_index = torch.arange(query.shape[-2], device=query.device)
     call = TokenCall(options, key, query, key, k, query_index)
-    if resolve_backend(backend) == "reference":
-        return reference.select_dense(call, table, distance)
-    return blocked.select_blocked(call, table, distance)
+    return select_top_k(call, table, distance, resolve_backend(backend))
 
 
 def _token_call(

@@ -1,10 +1,10 @@
 """What a ConvNN call selects, and the hook through which a recorder sees it.
 
 :class:`Selection` holds, for every query, the ``k`` selected token indices and their
-weights. :func:`selection_of` computes it with the backends' own selection functions
-(``reference.select_dense`` under the reference backend, ``blocked.select_blocked``
-under every other one, as :func:`convnn.functional.select_neighbors` does) and the
-``blocked`` path's weighting scores, so nothing here re-implements the selection.
+weights. :func:`selection_of` computes it with the backends' own selection
+(:func:`convnn.backends.select_top_k`, as :func:`convnn.functional.select_neighbors`
+does) and the ``blocked`` path's weighting scores, so nothing here re-implements the
+selection.
 Paths that never form indices (``sdpa``, ``dense``, the map paths) select the same sets:
 the whole window or every token, or, for ``dense``, the same top-k of the same scores
 (a different matrix-product blocking may only reorder exact float ties).
@@ -23,7 +23,7 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor
 
-from .backends import TokenCall, blocked, reference
+from .backends import TokenCall, blocked, select_top_k
 from .ops.geometry import Grid
 from .ops.scores import spatial_distance
 
@@ -89,10 +89,7 @@ def selection_of(call: TokenCall, backend: str) -> Selection:
     with torch.no_grad():
         table = call.table()
         distance = spatial_distance(opts, call.query_index, table, call.grid)
-        if backend == "reference":
-            index, slots, _ = reference.select_dense(call, table, distance)
-        else:
-            index, slots, _ = blocked.select_blocked(call, table, distance, keep_scores=False)
+        index, slots, _ = select_top_k(call, table, distance, backend, keep_scores=False)
         weights = torch.ones(index.shape, device=index.device)
         if opts.weighting != "none":
             scores = blocked.neighbor_scores(call, table, distance, index, slots, None)

@@ -4,6 +4,7 @@ parameter, its value and what is allowed (with a close match for misspelled name
 from __future__ import annotations
 
 import difflib
+import inspect
 from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import get_args
 
@@ -17,6 +18,7 @@ __all__ = [
     "check_number",
     "check_positive_int",
     "check_ratio",
+    "init_parameter_names",
     "suggestion",
 ]
 
@@ -47,6 +49,25 @@ def check_names(what: str, names: Iterable[str], allowed: Collection[str]) -> No
             f"unknown {what} {unknown}{suggestion(unknown[0], allowed)} (allowed: {allowed})",
             key=unknown[0],
         )
+
+
+def init_parameter_names(cls: type) -> list[str]:
+    """The named ``__init__`` parameters of ``cls`` and, where an ``__init__`` takes
+    ``**kwargs`` (passed on to ``super().__init__``), of its bases: the arguments a class
+    accepts, as jsonargparse (LightningCLI) resolves them."""
+    names: list[str] = []
+    for klass in getattr(cls, "__mro__", (cls,)):
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        try:
+            params = inspect.signature(init).parameters.values()
+        except (TypeError, ValueError):
+            break
+        names += [p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+        if not any(p.kind == p.VAR_KEYWORD for p in params):
+            break
+    return [n for n in dict.fromkeys(names) if n != "self"]
 
 
 def check_input(

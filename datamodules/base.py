@@ -14,7 +14,6 @@ subclass documents its split sizes).
 
 from __future__ import annotations
 
-import inspect
 import os
 from collections.abc import Callable, Iterator
 from typing import Any, Literal
@@ -24,7 +23,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from convnn.errors import ConvNNError
-from convnn.validation import check_int, check_names
+from convnn.validation import check_int, check_names, init_parameter_names
 
 Split = Literal["train", "val", "test"]
 
@@ -86,16 +85,6 @@ class EpochShuffleSampler(RandomSampler):
         yield from torch.randperm(len(self.data_source), generator=generator).tolist()
 
 
-def _init_parameters(cls: type) -> set[str]:
-    """The named ``__init__`` parameters of ``cls`` and its bases."""
-    names: set[str] = set()
-    for klass in cls.__mro__:
-        if "__init__" in klass.__dict__ and klass is not object:
-            params = inspect.signature(klass.__dict__["__init__"]).parameters.values()
-            names |= {p.name for p in params if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
-    return names - {"self"}
-
-
 class ImageClassificationDataModule(L.LightningDataModule):
     """Base class: batch size and loader settings shared by every image-classification dataset.
 
@@ -139,7 +128,7 @@ class ImageClassificationDataModule(L.LightningDataModule):
         **settings: Any,
     ) -> None:
         super().__init__()
-        check_names(f"{type(self).__name__} arguments", settings, _init_parameters(type(self)))
+        check_names(f"{type(self).__name__} arguments", settings, init_parameter_names(type(self)))
         check_int("batch_size", batch_size, 1)
         check_int("num_workers", num_workers, 0)
         self.save_hyperparameters()

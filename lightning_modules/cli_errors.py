@@ -10,7 +10,6 @@ names and values; :class:`ConvNNArgumentParser` prints it as ``convnn: error: ..
 from __future__ import annotations
 
 import importlib
-import inspect
 import re
 import sys
 from typing import Any, NoReturn
@@ -19,7 +18,7 @@ from jsonargparse import ArgumentParser
 from jsonargparse._common import debug_mode_active
 from lightning.pytorch.cli import LightningArgumentParser
 
-from convnn.validation import suggestion
+from convnn.validation import init_parameter_names, suggestion
 
 __all__ = ["CommandParser", "ConvNNArgumentParser", "OneLineErrors", "summarize"]
 
@@ -88,26 +87,13 @@ def _literal_values(text: str) -> list[Any]:
 
 
 def _class_parameters(class_path: str) -> list[str]:
-    """The ``__init__`` parameter names of a class and, where it takes ``**kwargs``, of its
-    bases (what jsonargparse accepts as ``init_args``)."""
+    """The arguments a class accepts as ``init_args`` (:func:`init_parameter_names`)."""
     module, _, name = class_path.rpartition(".")
     try:
         cls = getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError, ValueError):
         return []
-    names: list[str] = []
-    for klass in getattr(cls, "__mro__", (cls,)):
-        init = klass.__dict__.get("__init__")
-        if init is None:
-            continue
-        try:
-            params = inspect.signature(init).parameters.values()
-        except (TypeError, ValueError):
-            break
-        names += [p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
-        if not any(p.kind == p.VAR_KEYWORD for p in params):
-            break
-    return [n for n in dict.fromkeys(names) if n != "self"]
+    return init_parameter_names(cls)
 
 
 def _subclasses(class_path: str) -> list[str]:

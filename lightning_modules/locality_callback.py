@@ -115,15 +115,15 @@ class LocalityMonitor(L.Callback):
         counters: dict[str, LocalityCounter] = {}
         count_selections(record, counters)
         writer = board.experiment
+        mean, std = getattr(data, "mean", None), getattr(data, "std", None)
+        shown = unnormalize(images[:1], mean, std)[0] if self.pictures else None  # in [0, 1]
         for name, counter in counters.items():
             summary = counter.summary()
             for key in STATISTICS:
                 if summary[key] is not None:
                     writer.add_scalar(f"locality/{name}/{key}", summary[key], step)
             if self.pictures and summary["map"][0] > 1:
-                mean, std = getattr(data, "mean", None), getattr(data, "std", None)
-                shown = unnormalize(images[:1], mean, std)[0]
-                picture = layer_picture(record, name, 0, shown)
+                picture = layer_picture(record, name, 0, shown)  # type: ignore[arg-type]
                 writer.add_image(f"neighbors/{name}", np.asarray(picture), step, dataformats="HWC")
         writer.flush()
         self.logged_steps.append(step)

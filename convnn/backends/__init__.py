@@ -38,7 +38,15 @@ from ..ops.geometry import CandidateTable, ConvWindow, Grid, candidate_table
 from ..options import Backend, ConvNNOptions
 from ..validation import check_choice
 
-__all__ = ["BACKEND_ENV", "MapCall", "Path", "TokenCall", "choose_backend", "register"]
+__all__ = [
+    "BACKEND_ENV",
+    "MapCall",
+    "Path",
+    "TokenCall",
+    "choose_backend",
+    "register",
+    "select_top_k",
+]
 
 BACKEND_ENV = "CONVNN_BACKEND"
 logger = logging.getLogger("convnn.backends")
@@ -184,6 +192,22 @@ def choose_backend(level: str, call: TokenCall | MapCall, backend: str) -> Path 
     if path is not None and not torch.compiler.is_compiling() and logger.isEnabledFor(10):
         logger.debug("convnn %s path: %s (backend=%s)", level, path.name, backend)
     return path
+
+
+def select_top_k(
+    call: TokenCall,
+    table: CandidateTable,
+    distance: Tensor | None,
+    backend: str,
+    keep_scores: bool = True,
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """``(index, slots, scores)`` of ``call``'s selection under ``backend`` (resolved): the
+    reference's dense selection (``scores`` ``(*, Nq, M)``, with gradient) under
+    ``reference``, the memory-bounded blocked one under every other backend (``scores``
+    ``(*, Nq, k)`` without gradient, or ``None`` without ``keep_scores``)."""
+    if backend == "reference":
+        return reference.select_dense(call, table, distance)
+    return blocked.select_blocked(call, table, distance, keep_scores)
 
 
 from . import conv, sdpa, dense, blocked, reference  # noqa: E402, F401, I001  (registration order)
