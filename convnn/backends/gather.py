@@ -93,16 +93,24 @@ def _gather_sum(v: Tensor, index: Tensor, w: Tensor, has_null: bool = False) -> 
 
 
 def _scatter_sum(num_rows: int, index: Tensor, w: Tensor, x: Tensor) -> Tensor:
-    """``out[..., index[i, j], :] += w[..., i, j] * x[..., i, :]`` -> ``(*, num_rows, C)``."""
+    """``out[..., index[i, j], :] += w[..., i, j] * x[..., i, :]`` -> ``(*, num_rows, C)``.
+
+    Under ``torch.use_deterministic_algorithms(True)`` the rows accumulate through
+    ``index_put_(accumulate=True)``, PyTorch's sorted (deterministic) accumulation, instead
+    of ``index_add_`` (atomic adds on CUDA: the order of the sums varies between runs)."""
     *batch, nq, k = index.shape
     C = x.shape[-1]
     out = x.new_zeros(*batch, num_rows, C)
     flat = out.view(-1, C)
     rows = _block_rows(index, C)
+    deterministic = torch.are_deterministic_algorithms_enabled()
     for s in range(0, nq, rows):
         block = index[..., s : s + rows, :]
         contrib = w[..., s : s + rows, :, None] * x[..., s : s + rows, None, :]
-        flat.index_add_(0, flat_rows(block, num_rows), contrib.reshape(-1, C))
+        if deterministic:
+            flat.index_put_((flat_rows(block, num_rows),), contrib.reshape(-1, C), accumulate=True)
+        else:
+            flat.index_add_(0, flat_rows(block, num_rows), contrib.reshape(-1, C))
     return out
 
 
