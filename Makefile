@@ -40,3 +40,17 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_convnn.py
+
+# the wheels benchmarks/gpu_check.sh installs on a bare GPU machine (docs/gpu.md): the pure-Python
+# packages of benchmarks/wheels/requirements.txt for CPython 3.12 / manylinux x86_64, then the size
+GPU_WHEELS := benchmarks/wheels
+.PHONY: gpu-wheels
+gpu-wheels: $(STAMP)
+	rm -f $(GPU_WHEELS)/*.whl
+	$(PY) -m pip download -q --disable-pip-version-check --no-deps --only-binary=:all: \
+		--python-version 3.12 --implementation cp --platform manylinux2014_x86_64 \
+		-d $(GPU_WHEELS) -r $(GPU_WHEELS)/requirements.txt
+	@! ls $(GPU_WHEELS)/*.whl | grep -v -- '-none-any\.whl$$' || \
+		{ echo "gpu-wheels: only pure-Python wheels belong here"; exit 1; }
+	@ls -1 $(GPU_WHEELS)/*.whl
+	@echo "$$(du -sk $(GPU_WHEELS) | cut -f1) KiB in $(GPU_WHEELS) (committed: it travels with the checkout)"

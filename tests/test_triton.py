@@ -1,5 +1,5 @@
-"""The Triton gather kernels, their self-check and fallback, ``convnn doctor`` and the GPU
-check script, all on the CPU.
+"""The Triton gather kernels, their self-check and fallback and ``convnn doctor``, all on the
+CPU (the GPU check script and its benchmarks: ``tests/test_gpu_setup.py``).
 
 The kernels themselves run on Triton's CPU interpreter in one subprocess
 (``tests/triton_interpreted.py``: precision, offsets past 2**31, strides, indices out of
@@ -9,12 +9,10 @@ failing kernel. The CUDA tests at the end run on a GPU only (``benchmarks/gpu_ch
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
 import sys
-import time
 import warnings
 from pathlib import Path
 
@@ -313,110 +311,6 @@ def test_convnn_doctor_command_on_the_interpreter():
     assert tail == "lightning imported: False"
     checks = json.loads(report)["selfcheck"]
     assert [(c["device"], c["ok"]) for c in checks] == [("cpu", True)], checks
-
-
-# -- benchmarks/gpu_check.sh and bench_gpu.py --------------------------------------------------
-
-
-def test_gpu_check_fails_at_once_without_a_gpu():
-    env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
-    start = time.monotonic()
-    proc = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh")], env=env,
-                          capture_output=True, text=True, timeout=120, cwd=ROOT)  # fmt: skip
-    assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert proc.stderr.strip().splitlines()[-1].startswith("gpu_check: error: no CUDA device")
-    assert "pytest" not in proc.stdout and time.monotonic() - start < 60
-
-
-FAKE_PYTHON = """#!/usr/bin/env bash
-# stands in for Python: a GPU is present, pytest fails, the rest succeeds
-case "$*" in
-    -c*) exit 0 ;;
-    "-m pytest"*) echo "1 failed"; exit 3 ;;
-    *"cli doctor --json") echo '{}' ;;
-    *) echo "ran: $*" ;;
-esac
-"""
-
-
-def test_gpu_check_runs_every_stage_and_reports_each(tmp_path):
-    """With a (fake) GPU: every stage runs although one fails; a table, a log per stage,
-    gpu_check.json, and exit status 1 naming the failure."""
-    fake = tmp_path / "python"
-    fake.write_text(FAKE_PYTHON)
-    fake.chmod(0o755)
-    out = tmp_path / "out"
-    env = dict(os.environ, PY=str(fake))
-    proc = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), str(out)], env=env,
-                          capture_output=True, text=True, timeout=60, cwd=ROOT)  # fmt: skip
-    assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert proc.stderr.strip().endswith("gpu_check: error: a stage failed (see the table above)")
-    table = [line for line in proc.stdout.splitlines() if line.startswith("| ")][1:]
-    assert [row.split(" | ")[:2] for row in table] == [
-        ["| doctor", "ok"], ["| cuda-tests", "FAILED (exit 3)"], ["| bench", "ok"],
-        ["| quickstart", "ok"],
-    ]  # fmt: skip
-    stages = json.loads((out / "gpu_check.json").read_text())["stages"]
-    assert [s["result"] for s in stages] == ["ok", "FAILED (exit 3)", "ok", "ok"]
-    assert (
-        "ran: benchmarks/bench_gpu.py quickstart --steps 200"
-        in (out / "quickstart.log").read_text()
-    )
-    assert (out / "doctor.json").read_text().strip() == "{}"
-
-
-def load_bench_gpu():
-    """``benchmarks/bench_gpu.py`` as the module ``bench_gpu``."""
-    if "bench_gpu" not in sys.modules:
-        path = ROOT / "benchmarks" / "bench_gpu.py"
-        spec = importlib.util.spec_from_file_location("bench_gpu", path)
-        sys.modules["bench_gpu"] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules["bench_gpu"])
-    return sys.modules["bench_gpu"]
-
-
-def test_bench_gpu_lists_the_issue_cases(capsys):
-    bench = load_bench_gpu()
-    bench.main(["cases", "--dry-run"])
-    lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == 8
-    assert [line.split(" (")[0] for line in lines[:2]] == [
-        "ConvNNAttention all k=9, ViT-B/16 layout",
-        "ConvNNAttention all k=16, ViT-B/16 layout",
-    ]
-    assert "197 tokens, dim 768), B=64 | vs flash attention" in lines[0]
-    assert [line.split(", B=")[0].rsplit("C=")[-1] for line in lines[2:6]] == [
-        "64 56x56", "128 28x28", "256 14x14", "512 7x7"]  # fmt: skip
-    assert (
-        "convnn_vit_base_patch16_224 (224x224), B=64" in lines[6]
-        and "vit_base_patch16_224" in lines[6]
-    )
-    assert "convnn_resnet50 (224x224), B=64" in lines[7] and "timm resnet50" in lines[7]
-    if not torch.cuda.is_available():
-        with pytest.raises(SystemExit, match="^bench_gpu: error: no CUDA device"):
-            bench.main(["cases", "--only", "k=9"])
-
-
-def test_bench_gpu_runs_every_case_tiny_on_the_cpu(tmp_path):
-    """Each case builds and runs once at tiny sizes (the GPU run uses the same code)."""
-    bench = load_bench_gpu()
-    bench.main(["cases", "--device", "cpu", "--tiny", "--json", str(tmp_path / "b.json")])
-    rows = json.loads((tmp_path / "b.json").read_text())["rows"]
-    assert len(rows) == 8
-    for r in rows:
-        assert r["time_ms"] > 0 and r["baseline_time_ms"] > 0 and r["memory_mib"] >= 0
-
-
-@pytest.mark.extra
-def test_bench_gpu_quickstart_plumbing_on_the_cpu(tmp_path):
-    """The quickstart comparison end to end on the CPU (3 steps, float32 vs bf16-mixed)."""
-    bench = load_bench_gpu()
-    out = tmp_path / "q.json"
-    bench.main(
-        ["quickstart", "--device", "cpu", "--steps", "3", "--tolerance", "1", "--json", str(out)]
-    )
-    result = json.loads(out.read_text())
-    assert result["ok"] and result["steps"] == 3 and 0 <= result["cpu_float32_acc1"] <= 1
 
 
 # -- on a GPU (benchmarks/gpu_check.sh) ---------------------------------------------------------
