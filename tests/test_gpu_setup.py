@@ -329,3 +329,37 @@ def test_bench_deterministic_on_the_cpu(tmp_path):
     rows = bench.main(["--device", "cpu", "--batch", "1", "--repeats", "1"])
     assert [r["case"].split(",")[0] for r in rows] == ["ConvNNAttention fwd+bwd", "scatter-add"]
     assert all(r["ratio"] > 0 for r in rows)
+
+
+CPU_PYTHON = """#!/usr/bin/env bash
+# this environment's Python pretending a GPU: each stage's own command, on the CPU, tiny
+real={python}
+case "$*" in
+    "benchmarks/gpu_setup.py --preflight") exec "$real" -c 'print("preflight: no GPU")' ;;
+    "benchmarks/bench_gpu.py cases"*) exec "$real" "$@" --device cpu --tiny ;;
+    "benchmarks/bench_gpu.py compile"*) exec "$real" "$@" --device cpu --tiny --backend aot_eager ;;
+    "benchmarks/bench_gpu.py memory"*) exec "$real" "$@" --device cpu --tiny ;;
+    "benchmarks/bench_gpu.py quickstart"*) exec "$real" "$@" --device cpu --steps 3 ;;
+    "benchmarks/bench_deterministic.py"*) exec "$real" "$@" --device cpu --batch 2 --repeats 2 ;;
+    *) exec "$real" "$@" ;;
+esac
+"""
+
+
+@pytest.mark.extra
+def test_every_stage_runs_its_real_code_on_the_cpu(tmp_path):
+    """The whole check with each stage's real command at CPU sizes (about 2 minutes on 2
+    cores): only the self-check fails (no GPU was checked); every stage's numbers land in
+    gpu_check.json."""
+    fake = tmp_path / "python"
+    fake.write_text(CPU_PYTHON.format(python=sys.executable))
+    fake.chmod(0o755)
+    out = tmp_path / "out"
+    proc = gpu_check(str(out), timeout=480, PY=str(fake), PATH="/usr/bin:/bin")
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"gpu_check: error: 1 stage(s) failed: selfcheck (see {out}/gpu_check.log)"
+    ), proc.stdout[-3000:]
+    report = json.loads((out / "gpu_check.json").read_text())
+    assert sorted(report["results"]) == ["bench", "compile", "deterministic", "doctor",
+                                         "memory", "quickstart"]  # fmt: skip
+    assert sorted(p.name for p in out.iterdir()) == ["gpu_check.json", "gpu_check.log"]
