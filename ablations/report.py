@@ -6,10 +6,13 @@ Writes into ``DIR``: ``results.csv`` (every number), ``results.md`` (the table b
 run per setting). Per setting: top-1/top-5 mean ± sample std over the seeds that finished,
 the Student-t 95% interval of the mean (:mod:`ablations.stats`), the difference to the
 grid's baseline setting paired by seed with its own 95% interval and whether that interval
-excludes 0, and, where the grid maps the setting to a published row (``paper:``,
-:mod:`ablations.paper`), the paper's top-1 and measured mean - paper. One seed shows the
-value alone; its interval columns say ``n/a``. Cells with a ``locality.json`` (the runner
-writes one after training) add the locality columns :data:`LOCALITY` (also HParams metrics).
+excludes 0; the best epoch's top-1 (the runner records it beside the last epoch's: the
+``top-1`` columns) and which epochs those were; and, where the grid maps the setting to a
+published row (``paper:``, :mod:`ablations.paper`), the paper's top-1, the statistic it is
+(the best epoch for every published row) and measured mean - paper on that same statistic.
+One seed shows the value alone; its interval columns say ``n/a``. Cells with a
+``locality.json`` (the runner writes one after training) add the locality columns
+:data:`LOCALITY` (also HParams metrics) beside the reference of uniform choice.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import yaml
 from lightning_modules.files import atomic_write_text
 
 from .grid import Grid
+from .paper import STATISTICS, statistic_of
 from .runner import read_json, read_state
 from .stats import LEVEL, Summary, paired, summary
 
@@ -48,6 +52,14 @@ LOCALITY = tuple(
 """Locality columns (``docs/inspection.md``): the first and last ConvNN layer's mean
 Chebyshev distance and 3x3-window share, the class-token share over all layers; means
 over the setting's finished seeds, empty without ConvNN layers."""
+WHERE = ("first", "last")
+UNIFORM = tuple(
+    f"locality_{layer}_uniform_{name}"
+    for name in ("mean_distance", "window_fraction")
+    for layer in ("first", "last")
+)
+"""The same first- and last-layer numbers for neighbors chosen uniformly among the layer's
+map tokens (``uniform_*`` of ``locality.json``; from the map size for older files)."""
 
 
 def collect(out: Path, grid: Grid | None = None) -> list[dict[str, Any]]:
@@ -61,8 +73,31 @@ def collect(out: Path, grid: Grid | None = None) -> list[dict[str, Any]]:
         state = read_state(info_path.parent)
         now = {k: v for k, v in current.get(info["id"], {}).items() if k in GRID_KEYS}
         row = {**info, **state, **now, "id": info["id"], "dir": str(info_path.parent)}
+        if row.get("status") == "done" and "best_top1" not in row:
+            row |= _best_of_old_cell(info_path.parent, row)
         rows.append(row | {"locality": _locality_layers(info_path.parent)})
     return rows
+
+
+def _best_of_old_cell(cell_dir: Path, row: dict[str, Any]) -> dict[str, Any]:
+    """``last_epoch`` and the best epoch (:func:`ablations.runner.best_epoch`) of a cell whose
+    ``result.json`` predates them, from the checkpoints in its directory; nothing when it has
+    none (hand-made cells) or they do not load."""
+    last = Path(str(row.get("checkpoint") or ""))
+    if not last.is_file():
+        return {}
+    from lightning_modules.checkpoint_io import CheckpointError, load_checkpoint
+    from lightning_modules.evaluate import checkpoint_info
+
+    from .runner import _lineage, best_epoch
+
+    try:
+        info = checkpoint_info(load_checkpoint(last, mmap=True), last)
+    except CheckpointError:
+        return {}
+    versions = _lineage(cell_dir, {}, last)
+    top1 = None if row.get("top1") is None else float(row["top1"])
+    return {"last_epoch": info["epoch"], **best_epoch(cell_dir, versions, info, top1)}
 
 
 def _locality_layers(cell_dir: Path) -> dict[str, Any] | None:
@@ -76,7 +111,7 @@ def locality_columns(cells: list[dict[str, Any]]) -> dict[str, float | None]:
     """:data:`LOCALITY` of the finished ``cells`` (one setting): per cell the first and last
     ConvNN layer's mean distance and 3x3-window share and the class-token share averaged
     over the layers, then the mean over the cells that have them."""
-    values: dict[str, list[float]] = {name: [] for name in LOCALITY}
+    values: dict[str, list[float]] = {name: [] for name in (*LOCALITY, *UNIFORM)}
     for cell in cells:
         layers = list((cell.get("locality") or {}).values())
         if cell.get("status") != "done" or not layers:
@@ -87,12 +122,28 @@ def locality_columns(cells: list[dict[str, Any]]) -> dict[str, float | None]:
             "first_window_fraction": layers[0].get("window_fraction"),
             "last_window_fraction": layers[-1].get("window_fraction"),
         }
+        for where, layer in (("first", layers[0]), ("last", layers[-1])):
+            uniform = _uniform(layer)
+            found[f"{where}_uniform_mean_distance"] = uniform[0]
+            found[f"{where}_uniform_window_fraction"] = uniform[1]
         prefix = [x["prefix_fraction"] for x in layers if x.get("prefix_fraction") is not None]
         found["prefix_fraction"] = statistics.fmean(prefix) if prefix else None
         for name, value in found.items():
             if value is not None:
                 values["locality_" + name].append(float(value))
     return {name: statistics.fmean(v) if v else None for name, v in values.items()}
+
+
+def _uniform(layer: dict[str, Any]) -> tuple[float | None, float | None]:
+    """A layer's uniform-choice mean distance and 3x3 share: recorded, or from its ``map``
+    (every position a query) in a ``locality.json`` written before they were recorded."""
+    distance, window = layer.get("uniform_mean_distance"), layer.get("uniform_window_fraction")
+    size = layer.get("map")
+    if distance is None and isinstance(size, list) and len(size) == 2:
+        from convnn.inspection.locality import uniform_reference
+
+        distance, window = uniform_reference((int(size[0]), int(size[1])))
+    return distance, window
 
 
 def _num_classes(config: dict[str, Any], checkpoint: str | None) -> int | None:
@@ -165,9 +216,9 @@ def summarize(cells: list[dict[str, Any]]) -> tuple[list[str], list[dict[str, An
     marked = [s for s, members in groups.items() if any(m.get("baseline") for m in members)]
     baseline = (marked or list(groups) or [None])[0]
 
-    def top1_by_seed(members: list[dict[str, Any]]) -> dict[Any, float]:
-        done = [m for m in members if m.get("status") == "done" and m.get("top1") is not None]
-        return {m.get("seed"): float(m["top1"]) for m in done}
+    def top1_by_seed(members: list[dict[str, Any]], key: str = "top1") -> dict[Any, float]:
+        done = [m for m in members if m.get("status") == "done" and m.get(key) is not None]
+        return {m.get("seed"): float(m[key]) for m in done}
 
     base = top1_by_seed(groups.get(baseline, []))
     rows = []
@@ -180,6 +231,12 @@ def summarize(cells: list[dict[str, Any]]) -> tuple[list[str], list[dict[str, An
         _put(row, "top5", summary(float(m["top5"]) for m in done if m.get("top5") is not None))
         row["baseline"] = setting == baseline
         row["top1_values"] = list(values.values())  # for the plots, not in results.csv
+        best = top1_by_seed(members, "best_top1")
+        _put(row, "best_top1", summary(best.values()))
+        row["best_n"] = len(best)
+        row["best_top1_values"] = list(best.values())
+        row["best_epochs"] = [m["best_epoch"] for m in done if m.get("best_epoch") is not None]
+        row["last_epochs"] = [m["last_epoch"] for m in done if m.get("last_epoch") is not None]
         diff = None if row["baseline"] else paired(values, base)
         _put(row, "diff_top1", diff, low=-100.0)
         row["diff_top1"] = row.pop("diff_top1_mean")
@@ -188,9 +245,17 @@ def summarize(cells: list[dict[str, Any]]) -> tuple[list[str], list[dict[str, An
         paper = members[0].get("paper") or {}
         row["paper_top1"] = paper.get("top1")
         row["paper_label"] = paper.get("label")
+        row["paper_statistic"] = statistic_of(paper)
+        # measured on the paper's statistic: the best epoch's top-1 of every finished seed,
+        # or the last epoch's; never one compared with the other
+        if row["paper_statistic"] == "best":
+            complete = row["best_n"] == row["n"]
+            row["paper_measured"] = row["best_top1_mean"] if complete else None
+        else:
+            row["paper_measured"] = row["top1_mean"]
         row["paper_diff"] = None
-        if paper and row["top1_mean"] is not None:
-            row["paper_diff"] = row["top1_mean"] - paper["top1"]
+        if paper and row["paper_measured"] is not None:
+            row["paper_diff"] = row["paper_measured"] - paper["top1"]
         for cost in COSTS:
             costs = [float(m[cost]) for m in done if m.get(cost) is not None]
             row[cost] = statistics.fmean(costs) if costs else None
@@ -212,11 +277,13 @@ def _columns(axes: list[str]) -> list[str]:
     stats = [f"{m}_{s}" for m in ("top1", "top5") for s in ("mean", "std", "ci_low", "ci_high")]
     diff = ["diff_top1", "diff_top1_std", "diff_top1_ci_low", "diff_top1_ci_high", "diff_pairs"]
     diff += ["diff_excludes_zero"]
-    paper = ["paper_top1", "paper_diff", "paper_label"]
+    best = [f"best_top1_{s}" for s in ("mean", "std", "ci_low", "ci_high")]
+    best += ["best_n", "best_epochs", "last_epochs"]
+    paper = ["paper_top1", "paper_statistic", "paper_measured", "paper_diff", "paper_label"]
     costs = [*COSTS, "images_per_second", "throughput_under_load"]
     return [
-        *axes, *stats, "n", "baseline", *diff, *paper, *costs, *LOCALITY, "seeds", "status",
-        "setting",
+        *axes, *stats, "n", "baseline", *diff, *best, *paper, *costs, *LOCALITY,
+        *UNIFORM, "seeds", "status", "setting",
     ]  # fmt: skip
 
 
@@ -224,7 +291,9 @@ def write_csv(path: Path, axes: list[str], rows: list[dict[str, Any]]) -> None:
     text = io.StringIO(newline="")
     writer = csv.DictWriter(text, _columns(axes), extrasaction="ignore")
     writer.writeheader()
-    writer.writerows(rows)
+    for row in rows:  # epochs over seeds as "9 10 10"
+        writer.writerow({k: " ".join(map(str, v)) if isinstance(v, list) else v
+                         for k, v in row.items()})  # fmt: skip
     atomic_write_text(path, text.getvalue())
 
 
@@ -247,6 +316,21 @@ def _interval(low: float | None, high: float | None, have: bool) -> str:
     return "n/a" if low is None else f"[{low:.2f}, {high:.2f}]"
 
 
+def _span(values: list[int]) -> str:
+    """Epochs over the seeds: ``"10"``, or ``"8-10"`` when they differ."""
+    if not values:
+        return ""
+    return str(min(values)) if min(values) == max(values) else f"{min(values)}-{max(values)}"
+
+
+def _shift(first: float | None, last: float | None, percent: bool = False) -> str:
+    """``first → last`` (one value when equal), in percent with ``percent``."""
+    if first is None or last is None:
+        return ""
+    text = [f"{100 * v:.0f}%" if percent else f"{v:.2f}" for v in (first, last)]
+    return text[0] if text[0] == text[1] else f"{text[0]} → {text[1]}"
+
+
 def _speed(row: dict[str, Any]) -> str:
     speed = row["images_per_second"]
     if speed is None:
@@ -262,10 +346,14 @@ def markdown(
     has_paper = any(r["paper_top1"] is not None for r in rows)
     level = f"{100 * LEVEL:.0f}%"
     head = [*axes, "seeds", "top-1 (%)", f"top-1 {level} CI", "Δ top-1", f"Δ {level} CI", "Δ ≠ 0"]
+    has_best = any(r.get("best_top1_mean") is not None for r in rows)
+    head += ["best top-1 (%)", "best epoch"] if has_best else []
     head += ["paper top-1", "measured − paper"] if has_paper else []
     head += ["top-5 (%)", "params (M)", "GFLOPs", "images/s", "wall (s)", "status"]
     has_locality = any(r.get("locality_first_mean_distance") is not None for r in rows)
+    has_uniform = any(r.get("locality_first_uniform_mean_distance") is not None for r in rows)
     head += ["distance first → last"] if has_locality else []
+    head += ["uniform distance", "3x3 share first → last", "uniform 3x3 share"] * has_uniform
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
         have = row["top1_mean"] is not None
@@ -282,32 +370,53 @@ def markdown(
             cells.append(
                 "" if not paired_ else "n/a" if nonzero is None else "yes" if nonzero else "no"
             )
+        if has_best:
+            cells += [_mean_std(row, "best_top1"), _span(row["best_epochs"])]
         if has_paper:
-            cells += [_num(row["paper_top1"]), _num(row["paper_diff"], sign=True)]
+            statistic = f" ({row['paper_statistic']})" if row["paper_top1"] is not None else ""
+            cells.append(_num(row["paper_top1"]) + statistic)
+            cells.append(_num(row["paper_diff"], sign=True))
         params = None if row["params"] is None else row["params"] / 1e6
         cells += [_mean_std(row, "top5"), _num(params), _num(row["gflops"], 3), _speed(row)]
         cells += [_num(row["wall_time_s"], 0), row["status"]]
         if has_locality:
             first, last = row["locality_first_mean_distance"], row["locality_last_mean_distance"]
             cells.append("" if first is None else f"{_num(first)} → {_num(last)}")
+        if has_uniform:
+            cells.append(_shift(*(row[f"locality_{w}_uniform_mean_distance"] for w in WHERE)))
+            cells.append(_shift(*(row[f"locality_{w}_window_fraction"] for w in WHERE), True))
+            uniform = (row[f"locality_{w}_uniform_window_fraction"] for w in WHERE)
+            cells.append(_shift(*uniform, True))
         lines.append("| " + " | ".join(cells) + " |")
     base = next((r["setting"] for r in rows if r["baseline"]), None)
     seeds = ", ".join(str(s) for s in info.get("seeds", []))
     title = f"# {info.get('grid', 'grid')}: {info.get('epochs', '?')} epochs, seeds {seeds or '-'}"
     legend = (
-        f"top-1 and top-5: mean ± sample std over the seeds that finished (one seed: the value "
-        f"alone); {level} CI: Student-t interval of the mean, clipped to [0, 100] (n/a with one "
-        f"seed). Δ top-1: "
+        f"top-1 and top-5: the last epoch's, mean ± sample std over the seeds that finished "
+        f"(one seed: the value alone); {level} CI: Student-t interval of the mean, clipped to "
+        f"[0, 100] (n/a with one seed). Δ top-1: "
         f"difference to the baseline `{base}`, paired by seed (mean of same-seed differences, "
         f"{level} t interval); Δ ≠ 0: that interval excludes 0."
     )
+    if has_best:
+        legend += (
+            " best top-1: the best epoch's validation top-1 (mean ± std over the seeds); best "
+            "epoch: which epochs those were (1 = the first)."
+        )
     if info.get("num_classes"):
         legend += f" Chance: {100 / info['num_classes']:.1f}% ({info['num_classes']} classes)."
     parts = [title, "", legend, "", *lines]
     if has_paper:
-        parts += ["", "measured − paper: measured mean − the published top-1 of the same network:"]
+        parts += [
+            "",
+            "measured − paper: the measured mean of the statistic the paper's number is (in "
+            "parentheses: `best`, the best epoch's top-1, as the paper's code and DeiT report "
+            "it, or `last`) − the published top-1 of the same network; empty when a finished "
+            "seed lacks that statistic:",
+        ]
         parts += [""] + [
-            f"- `{r['setting']}`: {r['paper_top1']:.2f}, {r['paper_label']}"
+            f"- `{r['setting']}`: {r['paper_top1']:.2f}, "
+            f"{STATISTICS.get(r['paper_statistic'], r['paper_statistic'])}, {r['paper_label']}"
             for r in rows
             if r["paper_top1"] is not None
         ]
@@ -319,6 +428,15 @@ def markdown(
             "0.89), over the validation images; `locality_*` columns of results.csv have more "
             "(docs/inspection.md).",
         ]
+    if has_uniform:
+        if not has_locality:
+            parts += ["", ""]
+        parts[-1] = parts[-1] + (
+            " 3x3 share: the share of those neighbors inside the query's 3x3 window (a whole "
+            "window: 100%). uniform: the same two numbers for neighbors chosen uniformly at "
+            "random among the layer's map tokens; a layer near them selects without regard to "
+            "position."
+        )
     if any("†" in _speed(r) for r in rows):
         parts += [
             "",

@@ -5,8 +5,10 @@ config), ``version_<n>/`` (one per attempt: checkpoints, TensorBoard events), ``
 ``status.json`` (running/failed, rewritten), ``progress.json`` (the last finished epoch and
 its metrics, rewritten by ``convnn fit``) and, once finished, ``result.json`` (written
 atomically, never overwritten without ``rerun``). A restarted cell resumes from the newest
-``last.ckpt``. ``python -m ablations.runner CELL_DIR`` runs one cell; the local scheduler
-runs many, on CPU (``parallel``) or on distinct GPUs (``gpus``, ``gpus_per_cell``).
+``last.ckpt``; ``status.json`` keeps the ``versions`` its training went through, so that the
+result records the best epoch over all of them (:func:`best_epoch`) beside the last.
+``python -m ablations.runner CELL_DIR`` runs one cell; the local scheduler runs many, on CPU
+(``parallel``) or on distinct GPUs (``gpus``, ``gpus_per_cell``).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ if TYPE_CHECKING:  # annotations only: the runner imports no torch until a cell 
 __all__ = [
     "GpuPool",
     "Scheduler",
+    "best_epoch",
     "prepare_cells",
     "read_json",
     "read_state",
@@ -80,6 +83,59 @@ def latest_checkpoint(cell_dir: Path) -> Path | None:
         if ckpt.is_file():
             return ckpt
     return None
+
+
+def _versions(cell_dir: Path) -> set[str]:
+    return {p.name for p in cell_dir.glob("version_*") if p.name[8:].isdigit()}
+
+
+def _lineage(cell_dir: Path, status: dict[str, Any], ckpt: Path | None) -> list[str]:
+    """The version directories the training resumed from ``ckpt`` went through so far: none
+    for a fresh start; else ``status.json``'s ``versions`` (written when an attempt starts and
+    ends) and the one holding ``ckpt`` (an attempt killed before it ended); for a cell
+    recorded before versions were kept, every version up to the one holding ``ckpt``."""
+    if ckpt is None:
+        return []
+    own = ckpt.parent.parent.name
+    if "versions" in status:
+        return [*status["versions"], *([own] if own not in status["versions"] else [])]
+    upto = int(own[8:])
+    return sorted((v for v in _versions(cell_dir) if int(v[8:]) <= upto), key=lambda v: int(v[8:]))
+
+
+def best_epoch(
+    cell_dir: Path, versions: Iterable[str], last: dict[str, Any], last_top1: float | None
+) -> dict[str, Any]:
+    """The best epoch of a cell's training over every version directory in ``versions``
+    (one per attempt; a resumed attempt starts its own best checkpoint, since Lightning keeps
+    no scores across directories): ``best_top1`` (%), ``best_epoch`` (1-based),
+    ``best_checkpoint``, ``best_source``. Scores are the ``val/acc1`` of the best checkpoints
+    those attempts wrote (:func:`lightning_modules.evaluate.checkpoint_info`); the last epoch
+    counts with ``last_top1``, its evaluation (``last``: the last checkpoint's info), which
+    also stands for the best when the last epoch is the best, so best >= last. Ties: the
+    earliest epoch. Without best checkpoints (no ``val/acc1`` monitor) every field is
+    ``None``."""
+    from lightning_modules.checkpoint_io import CheckpointError, load_checkpoint
+    from lightning_modules.evaluate import checkpoint_info
+
+    found = []
+    for version in versions:
+        for path in sorted((cell_dir / version / "checkpoints").glob("*.ckpt")):
+            try:
+                info = checkpoint_info(load_checkpoint(path, mmap=True), path)
+            except CheckpointError:
+                continue
+            if info["kind"] == "best" and info["val_top1"] is not None and info["epoch"]:
+                found.append((info["val_top1"], -info["epoch"], str(path)))
+    best = max(found, default=None)
+    last_epoch = last.get("epoch")
+    if best is None:  # no per-epoch scores: the best epoch is unknown, not the last
+        return {"best_top1": None, "best_epoch": None, "best_checkpoint": None, "best_source": None}
+    if last_top1 is not None and (-best[1] == last_epoch or last_top1 > best[0]):
+        return {"best_top1": last_top1, "best_epoch": last_epoch,
+                "best_checkpoint": last["path"], "best_source": "last checkpoint"}  # fmt: skip
+    return {"best_top1": best[0], "best_epoch": -best[1], "best_checkpoint": best[2],
+            "best_source": "val/acc1 of the best checkpoint"}  # fmt: skip
 
 
 def prepare_cells(grid: Grid, cells: Iterable[Cell], out: Path) -> list[Path]:
@@ -188,7 +244,9 @@ def run_cell(
     ckpt = None if rerun else latest_checkpoint(cell_dir)
     status = read_json(cell_dir / "status.json") or {}
     attempt = int(status.get("attempt", 0)) + 1
+    versions, before = _lineage(cell_dir, status, ckpt), _versions(cell_dir)
     state = {"status": "running", "attempt": attempt, "resumed_from": ckpt, "pid": os.getpid()}
+    state["versions"] = versions
     atomic_write_json(cell_dir / "status.json", {**status, **state, "started": time.time()})
     env = dict(os.environ)
     if rank is None and env.get("SUBMITIT_EXECUTOR") == "slurm":
@@ -198,6 +256,8 @@ def run_cell(
     header = f"\n=== attempt {attempt}, resume from {ckpt}\n"
     code = _fit(cell_dir, ckpt, extra, "train.log", env, header)
     elapsed = time.time() - start + float(status.get("elapsed_s", 0.0))
+    versions += sorted(_versions(cell_dir) - before, key=lambda v: int(v[8:]))
+    state["versions"] = versions  # this attempt's version directory too
     last = latest_checkpoint(cell_dir)
     if code != 0 or last is None:
         error = f"convnn fit exited with {code}" if code else "no last.ckpt written"
@@ -212,6 +272,7 @@ def run_cell(
         atomic_write_json(cell_dir / "status.json", failed)
         return 1
     cell = read_json(cell_dir / "cell.json") or {}
+    info = metrics.get("checkpoint_info") or {"path": str(last), "epoch": None}
     result = {
         **cell,
         "status": "done",
@@ -219,6 +280,9 @@ def run_cell(
         "wall_time_s": elapsed,
         "finished": time.time(),
         **{k: metrics.get(k) for k in ("top1", "top5", "loss", "params", "gflops")},
+        "last_epoch": info.get("epoch"),  # top1, top5 and loss are this epoch's (last.ckpt)
+        **best_epoch(cell_dir, versions, info, metrics.get("top1")),
+        "versions": versions,
         "images_per_second": metrics.get("images_per_second"),  # median of timed repeats
         "throughput": metrics.get("throughput"),  # spread, repeats, load from other processes
         "checkpoint": str(last),

@@ -33,12 +33,21 @@ import convnn
 from convnn.errors import cli_error, first_line, root_cause
 from datamodules import DataError, ImageClassificationDataModule
 
+from . import checkpoint_io
 from .checkpoint_io import check_state_dict, load_checkpoint
 from .classifier import ImageClassifier, check_input_size
 from .cli_errors import CommandParser
 from .files import UsageError, atomic_write_json, check_writable
 
-__all__ = ["EvaluationError", "Run", "checkpoint_parser", "evaluate", "load_run", "main"]
+__all__ = [
+    "EvaluationError",
+    "Run",
+    "checkpoint_info",
+    "checkpoint_parser",
+    "evaluate",
+    "load_run",
+    "main",
+]
 
 TRUSTED_PACKAGES = ("lightning_modules", "datamodules")
 """Packages whose classes a checkpoint's class path may name (besides imported modules)."""
@@ -210,6 +219,102 @@ def throughput(
     }
 
 
+MONITOR = "val/acc1"
+"""The metric the ``convnn fit`` best checkpoint is chosen by (``checkpoint.monitor``)."""
+
+
+def _score(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def checkpoint_info(ckpt: dict[str, Any], path: str | Path) -> dict[str, Any]:
+    """Which checkpoint ``ckpt`` (loaded from ``path``) is, from the checkpoint callbacks'
+    states saved in it: ``epoch`` (1-based: the epoch it was saved after; ``None`` when not
+    recorded), ``global_step``, ``kind``: ``best`` (written by the callback monitoring
+    :data:`MONITOR` as one of its best, ``val_top1`` its score in %), ``last`` (the last
+    epoch's, written by an unmonitored or ``save_last`` callback) or ``unknown`` (saved by
+    hand), and ``run_best``: the best checkpoint its run had written by then (``path``,
+    ``top1`` in %, ``epoch`` when that file is still there). A run resumed into a new version
+    directory starts its own best (Lightning keeps no scores across directories), so
+    ``run_best`` covers the epochs since the resume; the ablation runner takes the best over
+    every attempt of a cell."""
+    path = Path(path)
+    epoch = ckpt.get("epoch")
+    info: dict[str, Any] = {
+        "path": str(path),
+        "epoch": None if epoch is None else int(epoch) + 1,
+        "global_step": ckpt.get("global_step"),
+        "kind": "unknown",
+        "val_top1": None,
+        "run_best": None,
+    }
+    states = [s for s in (ckpt.get("callbacks") or {}).values() if isinstance(s, dict)]
+
+    def named(value: Any) -> bool:
+        return bool(value) and Path(str(value)).name == path.name
+
+    for state in states:
+        if state.get("monitor") != MONITOR:
+            continue
+        mine = [v for k, v in (state.get("best_k_models") or {}).items() if named(k)]
+        if mine:
+            info["kind"], info["val_top1"] = "best", 100 * float(mine[0])
+        best, score = state.get("best_model_path"), _score(state.get("best_model_score"))
+        if best and info["run_best"] is None:
+            info["run_best"] = {"path": str(best), "top1": None if score is None else 100 * score}
+    for state in states:  # an unmonitored callback's file, or a save_last one
+        unmonitored = state.get("monitor") is None and named(state.get("best_model_path"))
+        if info["kind"] == "unknown" and (unmonitored or named(state.get("last_model_path"))):
+            info["kind"] = "last"
+    best = info["run_best"]
+    if best is not None:
+        if info["kind"] == "best" and Path(best["path"]).name == path.name:
+            best["epoch"] = info["epoch"]
+        else:  # the file where it was written, or beside this one (a copied run directory)
+            for candidate in (Path(best["path"]), path.parent / Path(best["path"]).name):
+                if candidate.is_file():
+                    try:
+                        other = checkpoint_io.load_checkpoint(candidate, mmap=True)
+                    except checkpoint_io.CheckpointError:
+                        continue
+                    best["epoch"] = None if other.get("epoch") is None else other["epoch"] + 1
+                    break
+    return info
+
+
+def measured_statistic(info: dict[str, Any]) -> str | None:
+    """The :data:`ablations.paper.STATISTICS` entry a checkpoint's top-1 is: ``best`` for its
+    run's best checkpoint or a last one saved at its run's best epoch, ``last`` for another
+    last one, ``None`` when unknown (also a best checkpoint of ``save_top_k > 1`` that was
+    not the best when saved)."""
+    best_epoch = (info.get("run_best") or {}).get("epoch")
+    if info["kind"] == "best":
+        return "best" if best_epoch == info["epoch"] else None
+    if info["kind"] == "last":
+        return "best" if best_epoch == info["epoch"] else "last"
+    return None
+
+
+def describe_checkpoint(info: dict[str, Any]) -> str:
+    """One line: the checkpoint's path, epoch and kind, and its run's best beside a last one,
+    e.g. ``runs/x/last.ckpt: last checkpoint, epoch 30 (the run's best val/acc1: 88.61% at
+    epoch 27, best-epoch026-acc1=0.8861.ckpt)``."""
+    epoch = "epoch unknown" if info["epoch"] is None else f"epoch {info['epoch']}"
+    kind = {"best": "best checkpoint", "last": "last checkpoint"}.get(
+        info["kind"], "checkpoint saved outside the fit callbacks"
+    )
+    text = f"{info['path']}: {kind}, {epoch}"
+    if info["kind"] == "best" and info["val_top1"] is not None:
+        text += f" ({MONITOR} {info['val_top1']:.2f}% when saved)"
+    best = info.get("run_best")
+    if info["kind"] != "best" and best is not None:
+        at = f" at epoch {best['epoch']}" if best.get("epoch") is not None else ""
+        score = f": {best['top1']:.2f}%" if best.get("top1") is not None else ""
+        same = " (this epoch)" if best.get("epoch") in (info["epoch"],) and at else ""
+        text += f" (the run's best {MONITOR}{score}{at}{same}, {Path(best['path']).name})"
+    return text
+
+
 Run = tuple[dict[str, Any], ImageClassifier, ImageClassificationDataModule, dict[str, Any]]
 """What :func:`load_run` returns: ``(checkpoint, model, datamodule, data spec)``."""
 
@@ -248,8 +353,10 @@ def evaluate(
     ``params`` from :func:`convnn.profile` at the data's image size (batch 1);
     ``images_per_second`` of the network alone (no data loading) at the data's batch size,
     the median of timed repeats (``throughput``: their spread and the load from other
-    processes, see :func:`throughput`); ``paper``: the published row of this network and
-    measured - paper (:func:`paper_comparison`).
+    processes, see :func:`throughput`); ``checkpoint_info``: which checkpoint this is (epoch,
+    best or last, :func:`checkpoint_info`); ``paper``: the published row of this network and
+    measured - paper when the checkpoint's epoch is the row's statistic
+    (:func:`paper_comparison`).
     """
     ckpt, model, dm, spec = run or load_run(ckpt_path, data, batch_size, num_workers)
     trainer = L.Trainer(
@@ -272,8 +379,10 @@ def evaluate(
     batch = (getattr(loader, "batch_size", None) or 1, *size)
     speed = throughput(net, batch, model.device, bf16)
     top1 = 100 * float(metrics[f"{split}/acc1"])
+    info = checkpoint_info(ckpt, ckpt_path)
     return {
         "checkpoint": str(ckpt_path),
+        "checkpoint_info": info,
         "model": model.hparams.model,
         "model_kwargs": ckpt["hyper_parameters"].get("model_kwargs"),
         "data": spec["class_path"],
@@ -291,19 +400,32 @@ def evaluate(
         "device": str(model.device),
         "precision": str(trainer.precision),
         "num_classes": dm.num_classes,
-        "paper": paper_comparison(model, top1, spec["class_path"], dm.num_classes),
+        "paper": paper_comparison(model, top1, spec["class_path"], dm.num_classes, info),
     }
 
 
 def paper_comparison(
-    model: ImageClassifier, top1: float, data: str, num_classes: int
+    model: ImageClassifier,
+    top1: float,
+    data: str,
+    num_classes: int,
+    info: dict[str, Any] | None = None,
 ) -> dict[str, Any] | None:
     """The published number of the model's SPEC §4 row (``ablations.paper``) beside the
-    measured top-1; ``None`` when no row has this network."""
+    measured top-1 of the checkpoint ``info`` describes (:func:`checkpoint_info`): a
+    difference only on the row's statistic (the best epoch); ``None`` when no row has this
+    network."""
     from ablations.paper import compare, find_row
 
     row = find_row(model.hparams.model, model.hparams.get("model_kwargs"))
-    return None if row is None else compare(row, top1, data, num_classes)
+    if row is None:
+        return None
+    statistic = None if info is None else measured_statistic(info)
+    hint = ""
+    best = (info or {}).get("run_best")
+    if statistic != row.statistic and best is not None and row.statistic == "best":
+        hint = f"; evaluate {best['path']} for the paper's statistic"
+    return compare(row, top1, data, num_classes, statistic, hint)
 
 
 def print_results(results: dict[str, Any], console: Console | None = None) -> None:
@@ -339,7 +461,11 @@ def print_results(results: dict[str, Any], console: Console | None = None) -> No
         rows.append(("top-1 measured - paper", text, ""))
     for row in rows:
         table.add_row(*row[: len(table.columns)])
-    (console or Console()).print(table)
+    console = console or Console()
+    info = results.get("checkpoint_info")
+    if info is not None:
+        console.print(f"evaluated {describe_checkpoint(info)}", soft_wrap=True)
+    console.print(table)
 
 
 def _speed(results: dict[str, Any]) -> str:

@@ -207,7 +207,8 @@ def print_locality(results: dict[str, Any], console: Console | None = None) -> N
     """The locality statistics of every layer as a table."""
     table = Table(title=f"locality of {results['model']} ({results['num_images']} images)")
     table.add_column("layer", no_wrap=True)
-    for name in ("map", "heads", "k", "dist", "3x3", "self", "cls", "pad", "cover"):
+    names = ("map", "heads", "k", "dist", "uniform dist", "3x3", "uniform 3x3", "self", "cls")
+    for name in (*names, "pad", "cover"):
         table.add_column(name, justify="right")
     for name, s in results["layers"].items():
         table.add_row(
@@ -216,13 +217,17 @@ def print_locality(results: dict[str, Any], console: Console | None = None) -> N
             str(s["heads"]),
             str(s["k"]),
             _cell(s["mean_distance"]),
-            *(_cell(s[key], True) for key in ("window_fraction", "self_fraction")),
+            _cell(s.get("uniform_mean_distance")),
+            _cell(s["window_fraction"], True),
+            _cell(s.get("uniform_window_fraction"), True),
+            _cell(s["self_fraction"], True),
             *(_cell(s[key], True) for key in ("prefix_fraction", "padding_fraction")),
             _cell(s["coverage"], True),
         )
     table.caption = (
-        "dist: mean Chebyshev distance (grid cells); 3x3, self, cls (class token), pad: "
-        "shares of the selected neighbors; cover: share of the map selected"
+        "dist: mean Chebyshev distance (grid cells; a whole 3x3 window: 0.89); 3x3, self, cls "
+        "(class token), pad: shares of the selected neighbors; uniform: dist and 3x3 for neighbors "
+        "chosen uniformly among the map's tokens; cover: share of the map selected"
     )
     (console or Console()).print(table)
 

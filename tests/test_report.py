@@ -1,8 +1,9 @@
-"""`convnn-ablate report` statistics, the paper's numbers beside measured ones, plots, and
-`convnn evaluate` printing the published number of a SPEC row.
+"""`convnn-ablate report` statistics, the paper's numbers beside measured ones on the same
+statistic, plots, and `convnn evaluate` printing the published number of a SPEC row.
 
 The report tests run on hand-made cell directories with known values: seeds giving top-1
-80, 82, 84 have mean 82, std 2 and the 95% interval 82 ± t(0.975, 2) * 2 / sqrt(3).
+80, 82, 84 have mean 82, std 2 and the 95% interval 82 ± t(0.975, 2) * 2 / sqrt(3). Real
+cells (trained, resumed) are in ``test_best_epoch.py``.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ import yaml
 from training_helpers import tiny_config, write_config
 
 from ablations import cli
-from ablations.grid import GridError, load_grid, set_key
-from ablations.paper import IGNORED, ROWS, compare, find_row
+from ablations.grid import GridError, load_grid, merged_config
+from ablations.paper import ROWS, compare, find_row, network
 from ablations.plots import axis_figure
 from ablations.report import grid_info, markdown, summarize, write_report
 from ablations.stats import paired, summary, t_quantile
@@ -77,16 +78,24 @@ def write_cell(out: Path, setting: str, seed, top1, order: int, **extra) -> None
 PAPER = {"row": "vit_b16_convnn_all_k9", "top1": 81.19, "label": "a published row (SPEC §4)"}
 
 
+def best(top1: float, epoch: int) -> dict:
+    """The best-epoch fields the runner records beside the last epoch's (30)."""
+    return {"best_top1": top1, "best_epoch": epoch, "last_epoch": 30}
+
+
 @pytest.fixture
 def handmade(tmp_path) -> Path:
-    """attention (baseline): 80, 82, 84; convnn: 85, 86, 90 (paired differences 5, 4, 6) with
-    a published 81.19; random: one seed, 70, measured under load; a pending cell."""
+    """attention (baseline): 80, 82, 84 at the last epoch, 81, 83, 85 at the best; convnn: 85,
+    86, 90 (paired differences 5, 4, 6), best 87, 88, 92 at epochs 27, 29, 30, with a
+    published 81.19 (a best-epoch number); random: one seed, 70 (best 71), measured under
+    load; a pending cell."""
     out = tmp_path / "grid"
     for seed, top1 in zip((0, 1, 2), (80.0, 82.0, 84.0), strict=True):
-        write_cell(out, "layer=attention", seed, top1, 0)
-    for seed, top1 in zip((0, 1, 2), (85.0, 86.0, 90.0), strict=True):
-        write_cell(out, "layer=convnn", seed, top1, 1, paper=PAPER)
-    write_cell(out, "layer=random", 0, 70.0, 2, throughput={"others_cpus": 1.6, "under_load": True})
+        write_cell(out, "layer=attention", seed, top1, 0, **best(top1 + 1, 28))
+    for seed, top1, epoch in zip((0, 1, 2), (85.0, 86.0, 90.0), (27, 29, 30), strict=True):
+        write_cell(out, "layer=convnn", seed, top1, 1, paper=PAPER, **best(top1 + 2, epoch))
+    load = {"others_cpus": 1.6, "under_load": True}
+    write_cell(out, "layer=random", 0, 70.0, 2, throughput=load, **best(71.0, 30))
     write_cell(out, "layer=random", 1, None, 2)
     return out
 
@@ -102,7 +111,12 @@ def test_report_statistics_paired_differences_and_paper(handmade):
     assert nn["diff_top1"] == pytest.approx(5.0) and nn["diff_pairs"] == 3
     assert nn["diff_top1_ci_low"] == pytest.approx(5 - T_975_2 / math.sqrt(3))
     assert nn["diff_excludes_zero"] is True
-    assert nn["paper_top1"] == 81.19 and nn["paper_diff"] == pytest.approx(87 - 81.19)
+    assert nn["best_top1_mean"] == pytest.approx(89.0) and nn["best_epochs"] == [27, 29, 30]
+    assert nn["best_n"] == 3 and nn["last_epochs"] == [30, 30, 30]
+    # the paper's number is a best epoch's: compared with the best epoch's mean, not the last's
+    assert nn["paper_top1"] == 81.19 and nn["paper_statistic"] == "best"
+    assert nn["paper_measured"] == pytest.approx(89.0)
+    assert nn["paper_diff"] == pytest.approx(89 - 81.19)
     assert one["n"] == 1 and one["top1_std"] is None and one["top1_ci_low"] is None
     assert one["diff_top1"] == pytest.approx(-10.0) and one["diff_excludes_zero"] is None
     assert one["status"] == "1 done, 1 pending"
@@ -121,7 +135,9 @@ def test_report_statistics_paired_differences_and_paper(handmade):
     assert cells[0]["Δ top-1"] == "baseline" and cells[0]["seeds"] == "3"
     assert cells[1]["Δ top-1"] == "+5.00" and cells[1]["Δ 95% CI"] == "[2.52, 7.48]"
     assert cells[1]["Δ ≠ 0"] == "yes"
-    assert cells[1]["paper top-1"] == "81.19" and cells[1]["measured − paper"] == "+5.81"
+    assert cells[1]["paper top-1"] == "81.19 (best)" and cells[1]["measured − paper"] == "+7.81"
+    assert cells[1]["best top-1 (%)"] == "89.00 ± 2.65" and cells[1]["best epoch"] == "27-30"
+    assert cells[0]["best epoch"] == "28" and cells[2]["best top-1 (%)"] == "71.00"
     assert cells[0]["paper top-1"] == "" and cells[2]["measured − paper"] == ""
     # one seed: the value alone, never "± 0.00", and the interval columns say n/a
     assert cells[2]["top-1 (%)"] == "70.00" and cells[2]["top-1 95% CI"] == "n/a"
@@ -131,14 +147,17 @@ def test_report_statistics_paired_differences_and_paper(handmade):
     assert cells[2]["images/s"] == "1,000 †" and cells[0]["images/s"] == "1,000"
     assert md.startswith("# handmade: 30 epochs, seeds 0, 1, 2")
     assert "baseline `layer=attention`, paired by seed" in md and "Chance: 10.0%" in md
-    assert "- `layer=convnn`: 81.19, a published row (SPEC §4)" in md
+    assert "- `layer=convnn`: 81.19, the best epoch's validation top-1, a published row" in md
+    assert "top-1 and top-5: the last epoch's" in md
     assert "† images/s measured under load" in md
 
     with open(handmade / "results.csv") as f:
         by_layer = {r["layer"]: r for r in csv.DictReader(f)}
     assert float(by_layer["convnn"]["diff_top1_ci_high"]) == pytest.approx(5 + T_975_2 / 3**0.5)
     assert by_layer["random"]["top1_std"] == "" and by_layer["attention"]["baseline"] == "True"
-    assert float(by_layer["convnn"]["paper_diff"]) == pytest.approx(5.81)
+    assert float(by_layer["convnn"]["paper_diff"]) == pytest.approx(7.81)
+    assert by_layer["convnn"]["paper_statistic"] == "best"
+    assert by_layer["convnn"]["best_epochs"] == "27 29 30"
     assert (handmade / "plot_layer.png").stat().st_size > 0
 
 
@@ -159,8 +178,17 @@ def test_plot_title_chance_line_error_bars_and_points(handmade):
     bars = ax.containers[0].lines[2][0].get_segments()  # the 95% intervals
     assert bars[0][:, 1] == pytest.approx([82 - HALF, 82 + HALF])
     assert bars[2][0, 1] == bars[2][1, 1] == 70.0  # one seed: no interval
-    seeds = [v for ln in ax.get_lines() if ln.get_marker() == "." for v in ln.get_ydata()]
+    seed_lines = [ln for ln in ax.get_lines() if ln.get_marker() == "."]
+    seeds = [v for ln in seed_lines for v in ln.get_ydata()]
     assert sorted(seeds) == [80, 82, 84, 85, 86, 90]  # every seed of the settings with 3
+    colour = means[0].get_color()  # one series: its seeds take its colour, not gray
+    assert all(ln.get_color() == colour for ln in seed_lines)
+    best = [ln for ln in ax.get_lines() if ln.get_marker() == "D"]
+    assert [y for ln in best for y in ln.get_ydata()] == [83.0, 89.0, 71.0]
+    assert all(ln.get_fillstyle() == "none" and ln.get_color() == colour for ln in best)
+    _legend_covers_nothing(fig)
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert "paper (best epoch)" in labels and "best epoch (mean)" in labels
     stars = [ln for ln in ax.get_lines() if ln.get_marker() == "*"]
     assert len(stars) == 1 and list(stars[0].get_ydata()) == [81.19]
     assert [t.get_text() for t in ax.get_xticklabels()] == ["attention", "convnn", "random"]
@@ -169,12 +197,58 @@ def test_plot_title_chance_line_error_bars_and_points(handmade):
     plt.close(fig)
 
 
+def _legend_covers_nothing(fig) -> None:
+    """The legend lies outside every axes: it covers no data."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    (legend,) = fig.legends
+    box = legend.get_window_extent(renderer)
+    for ax in fig.axes:
+        assert not box.overlaps(ax.get_window_extent(renderer))
+
+
+@pytest.mark.parametrize("ks", [[3, 9, 25], [4, 16, 64, 256]], ids=["linear", "log"])
+def test_plot_dodges_series_at_the_same_x(ks):
+    """Two series (similarity) at every k: each k's bars are side by side, not on top of each
+    other, in the series' order; single seeds take their series' colour."""
+    import matplotlib.pyplot as plt
+
+    rows = []
+    for sim_i, sim in enumerate(("cosine", "dot")):
+        for k in ks:
+            values = [60.0 + k / 10 + sim_i + s for s in (0, 1, 2)]
+            rows.append({"k": k, "similarity": sim, "top1_mean": sum(values) / 3, "n": 3,
+                         "top1_ci_low": values[0], "top1_ci_high": values[2],
+                         "top1_values": values, "paper_top1": None})  # fmt: skip
+    fig = axis_figure("k", ["k", "similarity"], rows, {"grid": "g", "epochs": "5"})
+    ax = fig.axes[0]
+    means = [ln for ln in ax.get_lines() if ln.get_marker() == "o"]
+    assert len(means) == 2 and means[0].get_color() != means[1].get_color()
+    a, b = (list(ln.get_xdata()) for ln in means)
+    for x_a, x_b, k in zip(a, b, ks, strict=True):
+        assert x_a < k < x_b  # around the value, in series order
+        assert (x_b / x_a if ax.get_xscale() == "log" else x_b - x_a) > 0
+    assert ax.get_xscale() == ("log" if ks[-1] / ks[0] >= 16 else "linear")
+    for i, x in enumerate(a[:-1]):
+        assert b[i] < a[i + 1] and x < b[i]  # one k's pair stays before the next k's
+    seeds = [ln for ln in ax.get_lines() if ln.get_marker() == "."]
+    scale = math.log2 if ax.get_xscale() == "log" else float
+    points = [(scale(x), m.get_color()) for m in means for x in m.get_xdata()]
+    for ln in seeds:  # each beside its own series' mean (the nearest one), in its colour
+        x = scale(ln.get_xdata()[0])
+        nearest = min(points, key=lambda p: abs(p[0] - x))
+        assert ln.get_color() == nearest[1]
+    assert len(seeds) == 2 * len(ks) and len({ln.get_color() for ln in seeds}) == 2
+    _legend_covers_nothing(fig)
+    plt.close(fig)
+
+
 def test_report_cli_prints_statistics(handmade, capsys):
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["report", str(handmade)])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
-    assert "82.00 ± 2.00" in out and "[77.03, 86.97]" in out and "+5.81" in out
+    assert "82.00 ± 2.00" in out and "[77.03, 86.97]" in out and "+7.81" in out
 
 
 def test_single_seed_report_has_no_zero_std():
@@ -213,7 +287,14 @@ def test_paper_rows_are_their_configs(row_id):
     model, kwargs = _config_network(files)
     assert find_row(model, kwargs) is row
     assert find_row(model, {**kwargs, "drop_path_rate": 0.3, "pretrained": False}) is row
-    assert find_row(model, {**kwargs, "k": 99}) is None
+    if kwargs.get("layer") in ("conv", "attention"):  # unconverted: ConvNN options do nothing
+        assert find_row(model, {**kwargs, "k": 99}) is row
+        assert find_row(model, {**kwargs, "layer": "convnn"}) is not row
+    else:
+        assert find_row(model, {**kwargs, "k": 99}) is None
+    defaults = {"positional_encoding": "none", "sample_scope": "batch", "layer": "convnn"}
+    if kwargs.get("layer", "convnn") == "convnn":  # defaults spelled out: the same network
+        assert find_row(model, {**kwargs, **defaults}) is row
     quoted = re.search(r"Paper[^:\n]*: ([\d.]+)% top-1", files[-1].read_text())
     assert quoted and float(quoted.group(1)) == row.top1
     spec = ROOT.parent / "shared" / "SPEC.md"  # where the project's spec is checked out
@@ -221,13 +302,43 @@ def test_paper_rows_are_their_configs(row_id):
         assert f"| {row.label} | {row.top1:.2f} |" in spec.read_text()
 
 
-def test_compare_takes_a_difference_only_on_the_rows_data():
+def test_compare_takes_a_difference_only_on_the_rows_data_and_statistic():
     row = ROWS["vit_b16_convnn_all_k9"]
-    same = compare(row, 80.5, "datamodules.ImageNetDataModule", 1000)
+    assert row.statistic == "best" and all(r.statistic == "best" for r in ROWS.values())
+    same = compare(row, 80.5, "datamodules.ImageNetDataModule", 1000, "best")
     assert same["difference"] == pytest.approx(80.5 - 81.19) and same["comparable"]
-    other = compare(row, 80.5, "datamodules.SyntheticDataModule", 10)
+    assert same["statistic"] == same["measured_statistic"] == "best"
+    other = compare(row, 80.5, "datamodules.SyntheticDataModule", 10, "best")
     assert other["difference"] is None and "paper on ImageNet-1k" in other["note"]
-    assert compare(row, 1.0, "datamodules.ImageNetDataModule", 2)["difference"] is None
+    assert compare(row, 1.0, "datamodules.ImageNetDataModule", 2, "best")["difference"] is None
+    last = compare(row, 80.5, "datamodules.ImageNetDataModule", 1000, "last", "; see x.ckpt")
+    assert last["difference"] is None and not last["comparable"]
+    assert last["note"] == (
+        "paper: the best epoch's validation top-1, measured: the last epoch's validation "
+        "top-1; see x.ckpt"
+    )
+    unknown = compare(row, 80.5, "datamodules.ImageNetDataModule", 1000)
+    assert unknown["difference"] is None and "an unknown epoch" in unknown["note"]
+
+
+def test_defaults_spelled_out_do_not_hide_a_row():
+    """`positional_encoding: none` is ConvNNOptions' default: the same network as leaving it
+    out; the layer family's own defaults count (ConvNNAttention: dot, softmax, sum)."""
+    from convnn.models._builder import ATTENTION_DEFAULTS_ALL
+    from convnn.options import ConvNNOptions
+
+    vit = ROWS["vit_b16_convnn_all_k9"]
+    assert ConvNNOptions().positional_encoding == "none"
+    kwargs = {**vit.model_kwargs, "positional_encoding": "none"}
+    assert find_row(vit.model, kwargs) is vit
+    assert find_row(vit.model, {**kwargs, "positional_encoding": "sincos"}) is None
+    assert find_row(vit.model, {**ATTENTION_DEFAULTS_ALL, "layer": "convnn"}) is vit
+    assert find_row(vit.model, {"layer": "convnn", "k": "all"}) is None  # k=None: attention-like
+    assert network(vit.model, {"layer": "attention", "k": 5}) == {"layer": "attention"}
+    assert find_row(vit.model, {"layer": "attention", "k": 5}) is ROWS["vit_b16_attention"]
+    resnet = ROWS["resnet50_convnn_all"]  # cosine is ConvNN2d's default, not the attention's
+    assert find_row(resnet.model, {"layer": "convnn", "k": 9}) is resnet
+    assert find_row(vit.model, {**vit.model_kwargs, "similarity": "cosine"}) is None
 
 
 SHIPPED = sorted((ROOT / "ablations" / "grids").glob("*.yaml"))
@@ -235,29 +346,19 @@ SHIPPED = sorted((ROOT / "ablations" / "grids").glob("*.yaml"))
 
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
 def test_shipped_grids_have_seeds_and_their_paper_cells_are_the_rows(path):
-    from convnn.options import ConvNNOptions
-
+    """Every cell a shipped grid tags with a published row builds that row's network: the
+    row lookup of `convnn evaluate` (find_row) on the cell's merged config finds the row."""
     grid = load_grid(path)
     assert len(grid.seeds) >= 3
     cells = grid.cells()
     assert sum(c.baseline for c in cells) == len(grid.seeds)
-    defaults = vars(ConvNNOptions())
-
-    def network(kwargs: dict) -> dict:  # a kwarg at ConvNN's default is the same network
-        return {k: v for k, v in kwargs.items() if k not in IGNORED and defaults.get(k, ...) != v}
-
     for cell in cells:
         if not (cell.paper and cell.paper.get("row")):
             continue
-        model, kwargs = _config_network(grid.base)
-        config = {"model": model, "kwargs": kwargs}
-        for key, value in {**grid.set, **cell.overrides}.items():
-            key = key.replace("model.init_args.model_kwargs", "kwargs")
-            set_key(config, key.replace("model.init_args.model", "model"), value)
+        init = merged_config(grid, cell)["model"]["init_args"]
         row = ROWS[cell.paper["row"]]
-        assert config["model"] == row.model
-        assert network(config["kwargs"]) == network(row.model_kwargs), cell.name
-        assert cell.paper["top1"] == row.top1
+        assert find_row(init["model"], init.get("model_kwargs")) is row, cell.name
+        assert cell.paper["top1"] == row.top1 and cell.paper["statistic"] == row.statistic
     imagenet = {"imagenet_k_sweep": 2, "imagenet_branch_ratio": 1, "imagenet_positional": 1}
     imagenet |= {
         "imagenet_similarity_sampling": 3,
@@ -266,6 +367,14 @@ def test_shipped_grids_have_seeds_and_their_paper_cells_are_the_rows(path):
     }
     papered = {c.setting for c in cells if c.paper}
     assert len(papered) == imagenet.get(grid.name, 0)
+
+
+def test_positional_none_cell_is_the_vit_k9_row():
+    grid = load_grid(ROOT / "ablations/grids/imagenet_positional.yaml")
+    (cell,) = [c for c in grid.cells() if c.paper and c.seed == 0]
+    kwargs = merged_config(grid, cell)["model"]["init_args"]["model_kwargs"]
+    assert kwargs["positional_encoding"] == "none"  # spelled out, the default
+    assert find_row("convnn_vit_base_patch16_224", kwargs) is ROWS["vit_b16_convnn_all_k9"]
 
 
 def test_grid_baseline_and_paper_errors(tmp_path, capsys):
@@ -280,7 +389,14 @@ def test_grid_baseline_and_paper_errors(tmp_path, capsys):
     assert [c.baseline for c in load_grid(grid()).cells()] == [True, False]
     assert [c.baseline for c in load_grid(grid(baseline={"k": 9})).cells()] == [False, True]
     cells = load_grid(grid(paper=[{"setting": {"k": 9}, "top1": 50, "label": "x"}])).cells()
-    assert cells[1].paper == {"top1": 50.0, "label": "x"} and cells[0].paper is None
+    assert cells[1].paper == {"top1": 50.0, "label": "x", "statistic": "best"}
+    assert cells[0].paper is None
+    entry = {"setting": {"k": 9}, "top1": 50, "statistic": "last"}
+    assert load_grid(grid(paper=[entry])).cells()[1].paper["statistic"] == "last"
+    with pytest.raises(GridError, match="statistic 'max'"):
+        load_grid(grid(paper=[{**entry, "statistic": "max"}]))
+    with pytest.raises(GridError, match="expected"):  # a row names its own statistic
+        load_grid(grid(paper=[{"setting": {"k": 9}, "row": "vgg11_conv", "statistic": "last"}]))
     with pytest.raises(GridError, match="matches 0 settings"):
         load_grid(grid(baseline={"k": 5})).cells()
     with pytest.raises(GridError, match="no published row 'nope'"):
@@ -348,7 +464,7 @@ def test_report_takes_baseline_and_paper_from_the_current_grid(tmp_path):
     assert rows[0]["baseline"] and rows[1]["diff_top1"] == 5.0 and rows[1]["paper_top1"] is None
     spec |= {
         "baseline": {"layer": "convnn"},
-        "paper": [{"setting": {"layer": "convnn"}, "top1": 84}],
+        "paper": [{"setting": {"layer": "convnn"}, "top1": 84, "statistic": "last"}],
     }
     path.write_text(yaml.safe_dump(spec))
     with pytest.raises(SystemExit) as exit_info:
@@ -357,6 +473,11 @@ def test_report_takes_baseline_and_paper_from_the_current_grid(tmp_path):
     rows = write_report(out, load_grid(path))[1]
     assert rows[1]["baseline"] and rows[0]["diff_top1"] == -5.0 and rows[0]["diff_pairs"] == 2
     assert rows[1]["paper_top1"] == 84.0 and rows[1]["paper_diff"] == pytest.approx(1.5)
+    assert rows[1]["paper_statistic"] == "last"  # a last-epoch number: the last epoch's mean
+    spec["paper"][0].pop("statistic")  # the default, best: these cells record no best epoch
+    path.write_text(yaml.safe_dump(spec))
+    rows = write_report(out, load_grid(path))[1]
+    assert rows[1]["paper_statistic"] == "best" and rows[1]["paper_diff"] is None
     assert "baseline `layer=convnn`" in (out / "results.md").read_text()
 
 

@@ -138,7 +138,8 @@ def layer_picture(
 
 def depth_plot(layers: dict[str, dict[str, Any]], path: str | Path, title: str = "") -> None:
     """A PNG of each layer's ``mean_distance`` against its depth (forward order), per head
-    where there are several, with the whole 3x3 window's 8/9 for reference."""
+    where there are several, with two references: the whole 3x3 window's 8/9 and uniform
+    choice among the layer's map tokens (``uniform_mean_distance``, per layer)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -159,6 +160,11 @@ def depth_plot(layers: dict[str, dict[str, Any]], path: str | Path, title: str =
             values = [x[h] if h < len(x) and x[h] is not None else nan for x in heads]
             ax.plot(depth, values, ".:", color="grey", alpha=0.6, label="heads" if h == 0 else None)
         ax.axhline(8 / 9, color="tab:blue", lw=0.8, ls="--", label="3x3 window (8/9)")
+        uniform = [layers[n].get("uniform_mean_distance") for n in names]
+        if any(u is not None for u in uniform):
+            values = [nan if u is None else u for u in uniform]
+            ax.plot(depth, values, "_--", color="tab:green", lw=0.8, ms=12,
+                    label="uniform choice", zorder=2)  # fmt: skip
         ax.set_xticks(depth, [f"{d}" for d in depth])
         ax.set_xlabel("ConvNN layer (forward order)")
         ax.set_ylabel("mean distance (cells)")
