@@ -210,6 +210,13 @@ def _standardize(values: list[float], distinct: list[bool]) -> list[float]:
     return [(v - mean) / sd for v in values]
 
 
+def _conditioning(values: list[float], distinct: list[bool]) -> float:
+    pool = [v for v, d in zip(values, distinct, strict=True) if d]
+    mean = sum(pool) / len(pool)
+    sd = math.sqrt(sum((v - mean) ** 2 for v in pool) / len(pool))
+    return 0.0 if sd <= EPS else max(abs(v) for v in pool) / sd
+
+
 def row_scores(
     kind: str,
     o: dict,
@@ -332,6 +339,9 @@ class QueryDetail:
     distinct: list[bool]
     forced: bool
     slots: list[int]
+    conditioning: float = 0.0
+    """``lam * max|feature| / std(feature)`` of ``mixed`` (how much standardizing
+    magnifies a rounding error of the feature similarity), else 0."""
 
 
 def select_slots(
@@ -417,6 +427,10 @@ def tokens_reference(
             if o["score_for_weights"] != o["similarity"]:
                 wscores = row_scores(o["score_for_weights"], o, q, cand, dist, distinct)
             slots = select_slots(scores, distinct, forced, kk, o["order"], toks)
+            cond = 0.0
+            if "mixed" in (o["similarity"], o["score_for_weights"]):
+                feat = [feature_score(o["mixed_feature"], q, c) for c in cand]
+                cond = o["lam"] * _conditioning(feat, distinct)
             w = [1.0] * kk
             if o["weighting"] != "none":
                 w = [wscores[s] for s in slots]
@@ -427,7 +441,7 @@ def tokens_reference(
             neigh = [vals[toks[s]] if toks[s] < N else null_val for s in slots]
             row_out.append(aggregate(o, neigh, w, weight, pointwise_weight, bias))
             row_idx.append([toks[s] for s in slots])
-            row_det.append(QueryDetail(toks, scores, wscores, distinct, forced, slots))
+            row_det.append(QueryDetail(toks, scores, wscores, distinct, forced, slots, cond))
         outs.append(row_out)
         index.append(row_idx)
         details.append(row_det)

@@ -34,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import os
 from collections.abc import Callable
 from typing import Any
 from unittest import mock
@@ -43,7 +44,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from fuzz_reference import RefGrid, attention_reference, map_reference, tokens_reference
-from hypothesis import HealthCheck, assume, event, given, note, settings
+from hypothesis import HealthCheck, assume, event, given, note, seed, settings
 from hypothesis import strategies as st
 
 import convnn.selection
@@ -65,26 +66,17 @@ F64_TOL = {"rtol": 1e-10, "atol": 1e-10}
 GAP = 1e-5  # float32 near-tie: within GAP * (1 + |k-th exact score|) of the k-th score
 
 
-def fuzz_settings(n: int, n_extra: int) -> Callable:
-    """``n`` derandomized examples (``n_extra`` under ``-m extra``, see ``EXTRA``)."""
+def fuzz_settings(n: int, derandomize: bool = True) -> Callable:
+    """``n`` reproducible examples (derandomized, or from a fixed ``@seed``), no database,
+    a reproducer blob on failure."""
     return settings(
-        max_examples=n_extra if EXTRA else n,
+        max_examples=n,
         deadline=None,
-        derandomize=True,
+        derandomize=derandomize,
         database=None,
         print_blob=True,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
     )
-
-
-def _extra_run() -> bool:
-    import sys
-
-    argv = " ".join(sys.argv)
-    return "-m extra" in argv or "-m=extra" in argv or "'extra'" in argv
-
-
-EXTRA = _extra_run()
 
 
 # -------------------------------------------------------------------- known defects
@@ -137,7 +129,10 @@ def _euclid_ties(c: dict, check: str) -> bool:
     euclid = o.get("similarity") == "euclidean" or (
         o.get("similarity") == "mixed" and o.get("mixed_feature") == "euclidean"
     )
-    return check == "ties" and euclid and c["features"] == "integer"
+    padded = c["layer"] != "attention" and (
+        any(c["padding"]) or c["options"].get("candidates") == "window"
+    )
+    return check == "ties" and euclid and (c["features"] == "integer" or padded)
 
 
 def _compile_random_scope(c: dict, check: str) -> bool:
@@ -158,6 +153,10 @@ KNOWN_DEFECTS: dict[str, Callable[[dict, str], bool]] = {
 
 
 def known_defect(c: dict, check: str) -> str | None:
+    """The known defect ``c`` hits in ``check``, or ``None``; ``CONVNN_FUZZ_ALL=1`` turns the
+    exclusions off (to see which known defects the fuzzer still finds)."""
+    if os.environ.get("CONVNN_FUZZ_ALL") == "1":
+        return None
     for name, hit in KNOWN_DEFECTS.items():
         if hit(c, check):
             return name
@@ -247,6 +246,8 @@ def map_configs(draw, one_d: bool | None = None) -> dict[str, Any]:
     taps = ks[0] * ks[1]
     top = _max_candidates(o, n_tokens, taps, one_d)
     k = draw(st.integers(1, max(1, top)))
+    if o["similarity"] == "location" and o["candidates"] == "all" and draw(st.booleans()):
+        k = min(taps, top)  # the convolution special case (SPEC §2)
     if draw(st.integers(0, 12)) == 12:
         k = top + 1  # must be refused
     o["k"] = k
@@ -459,8 +460,9 @@ def reference_of(layer, x, c, sample) -> dict:
 
 
 def selection_tokens_reference(layer, x, c, sample) -> dict:
-    """The reference on exactly the float32 selection inputs of the call (attention: the
-    layer's own float32 q, k, v), for the exact scores of the same inputs."""
+    """The reference on exactly the selection inputs of the call (attention: the layer's
+    own q, k, v, so that rounding in ``qkv`` cannot split ties; then its ``proj``), for
+    the exact scores of the same inputs."""
     if c["layer"] != "attention":
         return reference_of(layer, x, c, sample)
     B, N, _ = x.shape
@@ -472,10 +474,14 @@ def selection_tokens_reference(layer, x, c, sample) -> dict:
     S, P = c["side"], c["num_prefix"]
     needs = layer.options.needs_grid
     p = params(layer)
-    return tokens_reference(
+    res = tokens_reference(
         v, q, k, o, grid=RefGrid(S, S, P) if needs else None,
         sample=None if sample is None else sample.cpu().numpy(), k=o["k"] or N, **p,
     )  # fmt: skip
+    merged = res["out"].transpose(0, 2, 1, 3).reshape(B, N, -1)  # (B, N, heads * hd)
+    proj_bias = layer.proj.bias.detach().double().numpy()
+    res["out"] = merged @ layer.proj.weight.detach().double().numpy().T + proj_bias
+    return res
 
 
 def check_refusal(err: BaseException, c: dict) -> None:
@@ -488,12 +494,26 @@ def check_refusal(err: BaseException, c: dict) -> None:
         assert err.key, f"OptionError without a key: {err}"
 
 
+def rounding_splits_ties(c: dict) -> bool:
+    """Exactly tied scores (integer features) that the float64 computation itself may
+    split by an ulp, not a defect: cosine normalization, mixed standardization and the
+    sincos/rope/coords/learned encodings round before the scores are formed."""
+    o = c["options"]
+    inexact = o.get("similarity") in ("cosine", "mixed") or o.get("positional_encoding") not in (
+        None,
+        "none",
+    )
+    return c["features"] == "integer" and inexact
+
+
 def check_f64(out, sel, ref, c) -> bool:
     """Outputs, indices and weights against the reference; False when the selection is a
     different near-tie (a known defect's tolerance) and the values were not compared."""
     if sel is not None:
         index = sel.index.cpu().numpy()
-        if not np.array_equal(index, ref["index"]) and known_defect(c, "ties"):
+        if not np.array_equal(index, ref["index"]) and (
+            known_defect(c, "ties") or rounding_splits_ties(c)
+        ):
             check_f32_selection(sel, ref, c, gap=1e-12)
             event("float64 near-tie selection accepted (known defect)")
             return False
@@ -559,7 +579,7 @@ def check_f32_selection(sel, ref, c, gap: float = GAP) -> int:
             ranked = sorted((d.scores[s] for s in free), reverse=True)
             k_free = k - int(d.forced)
             kth = ranked[k_free - 1] if k_free else math.inf
-            tol = gap * (1 + abs(kth)) if k_free else 0.0
+            tol = (gap * (1 + abs(kth)) + gap / 10 * d.conditioning) if k_free else 0.0
             if d.forced:
                 assert chosen.count(d.tokens[0]) == 1, f"query {d.tokens[0]} not selected once"
             for t in chosen:
@@ -639,7 +659,11 @@ def check_config(c: dict) -> None:
         layer(x.detach())
     sel = sels[0] if sels else None
     if c["dtype"] == torch.float64:
-        ref = reference_of(layer, x, c, sample)
+        ref = selection_tokens_reference(layer, x, c, sample)
+        if c["layer"] == "attention":  # the whole layer from x (qkv layout, heads, proj)
+            whole = reference_of(layer, x, c, sample)
+            if np.array_equal(whole["index"], ref["index"]):
+                np.testing.assert_allclose(whole["out"], ref["out"], **F64_TOL)
         compared = check_f64(out, sel, ref, c)
         # gradients: finite for the input and every parameter
         g = torch.Generator().manual_seed(c["seed"])
@@ -664,38 +688,56 @@ def check_config(c: dict) -> None:
     else:
         ref = selection_tokens_reference(layer, x, c, sample)
         scale = 1 + float(np.abs(ref["out"]).max()) if ref["out"].size else 1.0
+        cond = max((d.conditioning for row in ref["details"] for d in row), default=0.0)
         if sel is not None and not known_defect(c, "f32"):
             differ = check_f32_selection(sel, ref, c)
             if not differ:
                 exact = _ref_weights(ref, c, sel.index.numpy())
-                wscale = 1 + np.abs(exact)
-                assert (np.abs(sel.weights.double().numpy() - exact) <= 1e-4 * wscale).all(), (
+                wtol = 1e-4 * (1 + np.abs(exact)) + 1e-6 * cond
+                assert (np.abs(sel.weights.double().numpy() - exact) <= wtol).all(), (
                     "float32 weights differ from the exact weights of the same inputs"
                 )
-        full = reference_of(layer, x, c, sample) if c["layer"] == "attention" else ref
-        same = sel is not None and np.array_equal(sel.index.numpy(), ref["index"])
+        same = sel is not None and np.array_equal(sel.index.numpy(), ref["index"]) and cond < 100
         if same and not known_defect(c, "f32"):
             for name in ("fast", "reference"):
                 if name == "reference" and known_defect(c, "f32-reference"):
                     continue
                 other, _ = run_layer(layer, x, c, backend=name)
-                err = float(np.abs(other.detach().double().numpy() - full["out"]).max())
+                err = float(np.abs(other.detach().double().numpy() - ref["out"]).max())
                 assert err <= 1e-4 * scale, f"float32 backend={name!r} off by {err:.3g}"
     if conv_special_case(c, layer) and not known_defect(c, "conv"):
         check_conv(layer, x.detach(), out.detach(), c)
 
 
-@fuzz_settings(120, 1500)
+@fuzz_settings(400)
 @given(map_configs())
 def test_fuzz_map_layers(c):
     """ConvNN2d / ConvNN1d against the independent reference."""
     check_config(c)
 
 
-@fuzz_settings(60, 800)
+@fuzz_settings(200)
 @given(attention_configs())
 def test_fuzz_attention(c):
     """ConvNNAttention (heads, prefix tokens) against the independent reference."""
+    check_config(c)
+
+
+@pytest.mark.extra
+@seed(21)
+@fuzz_settings(4000, derandomize=False)
+@given(map_configs())
+def test_fuzz_map_layers_extra(c):
+    """Many more map-layer configurations (``-m extra``), another seed."""
+    check_config(c)
+
+
+@pytest.mark.extra
+@seed(21)
+@fuzz_settings(2000, derandomize=False)
+@given(attention_configs())
+def test_fuzz_attention_extra(c):
+    """Many more attention configurations (``-m extra``), another seed."""
     check_config(c)
 
 
@@ -705,7 +747,6 @@ def test_fuzz_attention(c):
 def compile_check(c: dict, shapes: list[tuple]) -> None:
     """Compiled equals eager at each shape, in train and eval (random training draws
     differ under inductor's RNG, so there only the shapes and finiteness are compared)."""
-    note(repr(c))
     layer = build(c)
     compiled = torch.compile(layer)
     for training in (True, False):
@@ -725,7 +766,7 @@ def compile_check(c: dict, shapes: list[tuple]) -> None:
 
 
 def test_compile_two_shapes():
-    """A cheap fixed configuration of each layer kind, compiled at two shapes."""
+    """A cheap fixed ConvNN2d configuration compiled at two shapes, train and eval."""
     torch._dynamo.reset()
     c2d = {
         "layer": "2d", "kernel_size": (3, 3), "stride": (1, 1), "padding": (1, 1),
@@ -737,6 +778,19 @@ def test_compile_two_shapes():
 
 
 @pytest.mark.extra
+def test_compile_attention_two_shapes():
+    """ConvNNAttention (prefix token, location, two heads) compiled at two token counts."""
+    torch._dynamo.reset()
+    attn = {
+        "layer": "attention", "heads": 2, "head_dim": 4, "num_prefix": 1, "side": 3,
+        "qkv_bias": True, "dtype": torch.float32, "training": True, "features": "normal",
+        "seed": 0, "shape": (2, 10, 8),
+        "options": {"similarity": "location", "candidates": "all", "k": 5, "kernel": "sum"},
+    }  # fmt: skip
+    compile_check(attn, [(2, 10, 8), (1, 17, 8)])
+
+
+@pytest.mark.extra
 @settings(
     max_examples=12, deadline=None, derandomize=True, database=None, print_blob=True,
     suppress_health_check=list(HealthCheck),
@@ -744,6 +798,7 @@ def test_compile_two_shapes():
 @given(st.one_of(map_configs(one_d=False), attention_configs()))
 def test_compile_fuzz(c):
     """Drawn configurations compiled at two shapes (slow: ``-m extra``)."""
+    note(repr(c))
     assume(not known_defect(c, "compile"))
     try:
         build(c)
