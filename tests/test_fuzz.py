@@ -704,7 +704,7 @@ def check_config(c: dict) -> None:
                     continue
                 other, _ = run_layer(layer, x, c, backend=name)
                 err = float(np.abs(other.detach().double().numpy() - ref["out"]).max())
-                assert err <= 1e-4 * scale, f"float32 backend={name!r} off by {err:.3g}"
+                assert err <= 1e-5 * scale, f"float32 backend={name!r} off by {err:.3g}"
     if conv_special_case(c, layer) and not known_defect(c, "conv"):
         check_conv(layer, x.detach(), out.detach(), c)
 
