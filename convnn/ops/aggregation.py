@@ -12,6 +12,7 @@ Weight layouts (``C`` input channels, ``O`` output channels):
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 
@@ -41,8 +42,14 @@ def aggregate(
         weights: per-neighbor weights ``(*, Nq, k)`` or ``None`` (all ones).
         kernel: ``standard``, ``depthwise``, ``separable`` or ``sum``.
     """
+    scale = None
     if weights is not None:
-        neighbors = neighbors * weights.unsqueeze(-1).to(neighbors.dtype)  # (*, Nq, k, C)
+        # each query's weights at most 1 in size, their scale applied after the kernel: a
+        # value times a raw similarity (a distance, a dot product) can exceed float16's range
+        # before the kernel's weights bring it back
+        scale = weights.detach().abs().amax(-1, keepdim=True)  # (*, Nq, 1)
+        scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+        neighbors = neighbors * (weights / scale).unsqueeze(-1).to(neighbors.dtype)
     *batch, Nq, k, C = neighbors.shape
     if kernel == "standard":
         assert weight is not None
@@ -60,6 +67,8 @@ def aggregate(
         out = out @ pointwise_weight.t().to(out.dtype)
     else:
         out = neighbors.sum(-2)
+    if scale is not None:
+        out = (out * scale).to(out.dtype)  # the product in at least the weights' precision
     if bias is not None:
         out = out + bias.to(out.dtype)
     return out
