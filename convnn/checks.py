@@ -107,6 +107,20 @@ def check_call(
         )
 
 
+def check_location_kernel(opts: ConvNNOptions, kernel_size: tuple[int, int], rows: int) -> None:
+    """Refuse ``location`` selection among all tokens with a non-square kernel on a map of
+    more than one row (``rows``): the nearest positions (Chebyshev) form a square, so a
+    ``kh x kw`` kernel would silently get other neighbors than its window."""
+    kh, kw = kernel_size
+    if opts.similarity == "location" and opts.candidates == "all" and kh != kw and rows > 1:
+        raise OptionError(
+            f"similarity='location' among all tokens selects the nearest positions, a square; "
+            f"kernel_size={tuple(kernel_size)} is not square: use candidates='window' "
+            "(window_size=kernel_size) for its window",
+            key="similarity",
+        )
+
+
 def check_kernel_weights(
     kernel: str, weight: Tensor | None, pointwise_weight: Tensor | None
 ) -> None:

@@ -22,7 +22,7 @@ from typing_extensions import Unpack
 from . import selection
 from .backends import MapCall, TokenCall, choose_backend, resolve_backend, select_top_k
 from .backends.conv import location_as_window
-from .checks import check_call, check_kernel_weights
+from .checks import check_call, check_kernel_weights, check_location_kernel
 from .ops.geometry import CandidateTable, ConvWindow, Grid, candidate_table, conv_queries
 from .ops.positional import encode_positions
 from .options import ConvNNOptions
@@ -132,14 +132,14 @@ def convnn2d(
     ``generator``, ``training``, ``backend`` (:class:`MapSelectionArgs`).
     """
     B, C, H, W = x.shape
-    options, where = _map_options("convnn2d", options, kernel_size, where)
+    options, where = _map_options("convnn2d", options, kernel_size, H + 2 * padding[0], where)
     check_kernel_weights(options.kernel, weight, pointwise_weight)
     window = ConvWindow(kernel_size, stride, padding)
     kernel = (weight, pointwise_weight, bias)
     call = MapCall(options, x, *window, *kernel, where.get("training", False))
     path = choose_backend("map", call, where["backend"])
     if path is not None:
-        if selection.SINK is not None:  # the map paths form no indices: select on tokens
+        if selection.SINK is not None and selection.listens_here():  # no indices on maps
             selection.SINK(select2d(x, *window, options=options, **where))
         return path.run(call)
     tokens, grid, query_index, (Ho, Wo) = _map_tokens(x, options, window)
@@ -151,12 +151,17 @@ def convnn2d(
 
 
 def _map_options(
-    caller: str, options: ConvNNOptions, kernel_size: tuple[int, int], where: MapSelectionArgs
+    caller: str,
+    options: ConvNNOptions,
+    kernel_size: tuple[int, int],
+    rows: int,
+    where: MapSelectionArgs,
 ) -> tuple[ConvNNOptions, MapSelectionArgs]:
-    """The options a map call runs with, and ``where`` checked with its backend resolved:
-    outside ``reference``, location among all tokens becomes the same neighbors from a
-    window table (no N x N distances)."""
+    """The options a map call (on ``rows`` padded rows) runs with, and ``where`` checked with
+    its backend resolved: outside ``reference``, location among all tokens becomes the same
+    neighbors from a window table (no N x N distances)."""
     check_names(f"{caller}() keywords", where, MapSelectionArgs.__optional_keys__)
+    check_location_kernel(options, kernel_size, rows)
     name = resolve_backend(where.get("backend") or options.backend)
     options = options if name == "reference" else location_as_window(options, kernel_size)
     return options, {**where, "backend": name}
@@ -207,7 +212,8 @@ def select2d(
     """The neighbors :func:`convnn2d` selects on a map ``(B, C, H, W)``: ``index`` and
     ``weights`` ``(B, Ho*Wo, k)`` on the (zero-padded) map's grid, whose ``padding`` tells
     padding tokens from the input's own."""
-    options, where = _map_options("select2d", options, kernel_size, where)
+    rows = x.shape[-2] + 2 * padding[0]
+    options, where = _map_options("select2d", options, kernel_size, rows, where)
     window = ConvWindow(kernel_size, stride, padding)
     tokens, grid, query_index, _ = _map_tokens(x, options, window)
     return select(tokens, options=options, grid=grid, query_index=query_index, **where)

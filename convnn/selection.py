@@ -17,6 +17,7 @@ once per call, so recording costs nothing when unused.
 from __future__ import annotations
 
 import dataclasses
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -65,18 +66,26 @@ class Selection:
 
 SINK: Callable[[Selection], None] | None = None
 """The listening recorder, or ``None`` (nothing is computed)."""
+_SINK_THREAD: int | None = None
+"""The thread :data:`SINK` listens to: calls made by other threads are not reported."""
 
 
 @contextmanager
 def listening(sink: Callable[[Selection], None]) -> Iterator[None]:
-    """Send the selection of every ConvNN call to ``sink`` inside the block (process-wide;
-    the previous listener is restored afterwards)."""
-    global SINK
-    previous, SINK = SINK, sink
+    """Send the selection of every ConvNN call that this thread makes to ``sink`` inside the
+    block (the previous listener is restored afterwards)."""
+    global SINK, _SINK_THREAD
+    previous = SINK, _SINK_THREAD
+    SINK, _SINK_THREAD = sink, threading.get_ident()
     try:
         yield
     finally:
-        SINK = previous
+        SINK, _SINK_THREAD = previous
+
+
+def listens_here() -> bool:
+    """Whether a recorder listens to the calls of the current thread."""
+    return SINK is not None and _SINK_THREAD == threading.get_ident()
 
 
 def selection_of(call: TokenCall, backend: str) -> Selection:
@@ -105,9 +114,10 @@ def selection_of(call: TokenCall, backend: str) -> Selection:
 def report(call: TokenCall, backend: str) -> TokenCall:
     """Send ``call``'s selection to :data:`SINK`; returns the call to run, its ``random``
     draw fixed to the one reported (so the output and the RNG stream are unchanged)."""
+    if not listens_here():
+        return call
     if call.options.candidates == "random" and call.sample is None:
         sampled = call.table().index  # (*, Nq, 1 + r): the query, then the draw
         call = dataclasses.replace(call, sample=sampled[..., 0, 1:])
-    if SINK is not None:
-        SINK(selection_of(call, backend))
+    SINK(selection_of(call, backend))  # type: ignore[misc]
     return call

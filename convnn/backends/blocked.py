@@ -20,24 +20,17 @@ from ..ops.aggregation import aggregate
 from ..ops.gather import gather_tokens, with_null_row
 from ..ops.geometry import CandidateTable
 from ..ops.scores import dense_scores, spatial_distance
-from ..ops.similarity import EPS, autocast_off, score_dtype, unit
+from ..ops.similarity import EPS, autocast_off, centred, score_dtype, unit
 from . import Path, TokenCall, register
 from .gather import gather_dot, weighted_gather_sum
 
 
 def _rows(table: CandidateTable, distance: Tensor | None, rows: slice):
-    """The table and distances of the queries ``rows`` (shared tables stay whole)."""
-    per_query = table.index.shape[-2] > 1
-    sub = CandidateTable(
-        table.index[..., rows, :] if per_query else table.index,
-        None,
-        table.forced_self,
-        table.has_null,
-    )
-    dist = None
-    if distance is not None:
-        dist = distance[..., rows, :] if distance.shape[-2] > 1 else distance
-    return sub, dist
+    """The table and distances of the queries ``rows`` (shared tables stay whole; distances
+    always have a row per query)."""
+    index = table.index if table.shared else table.index[..., rows, :]
+    sub = CandidateTable(index, None, table.forced_self, table.has_null, table.every_token)
+    return sub, None if distance is None else distance[..., rows, :]
 
 
 def select_blocked(
@@ -89,11 +82,9 @@ def gathered_feature_scores(
 
 
 def _gathered_distances(q: Tensor, k: Tensor, index: Tensor, has_null: bool) -> Tensor:
-    """Negative distances ``(*, Nq, k)`` as ``|q|^2 + |k|^2 - 2 q.k``, exact after centring
-    q and the keys (the null token, a zero vector, included) on one shared point."""
-    centre = k.mean(-2, keepdim=True).detach()  # distances do not depend on it
-    k = with_null_row(k, has_null) - centre  # (*, N or N + 1, D)
-    q = q - centre
+    """Negative distances ``(*, Nq, k)`` as ``|q|^2 + |k|^2 - 2 q.k`` after centring q and
+    the keys (the null token, a zero vector, included) on the queries (:func:`centred`)."""
+    q, k = centred(q, with_null_row(k, has_null))  # k: (*, N or N + 1, D)
     dots = gather_dot(q, k, index)
     k2 = k.square().sum(-1)  # (*, N or N + 1)
     k2 = k2.unsqueeze(-2).expand(*index.shape[:-1], k2.shape[-1]).gather(-1, index)

@@ -1,9 +1,10 @@
 """The ``reference`` path: the definition of ConvNN, readable top to bottom (SPEC §1).
 
 Dense similarity of every candidate (with gradient), a full stable sort for the
-top-k (no gradient), the weighting scores of the selected neighbors gathered from the
-dense scores, the neighbors' values gathered, then the aggregation kernel. Every other
-path is tested against this one.
+top-k (no gradient), the weighting scores of the selected neighbors (a feature similarity
+scored on each selected neighbor's own key, so no dense expansion's rounding; location and
+mixed gathered from the dense scores), the neighbors' values gathered, then the aggregation
+kernel. Every other path is tested against this one.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from ..ops import topk
 from ..ops.aggregation import aggregate
 from ..ops.gather import gather_tokens
 from ..ops.geometry import CandidateTable
-from ..ops.scores import dense_scores, spatial_distance
+from ..ops.scores import FEATURE, dense_scores, spatial_distance
+from ..ops.similarity import feature_scores
 from . import Path, TokenCall, register
 
 
@@ -39,9 +41,13 @@ def run(call: TokenCall) -> Tensor:
     weights = None
     if opts.weighting != "none":
         kind = opts.score_for_weights
-        if kind != opts.similarity:
-            scores = dense_scores(kind, opts, query, key, table, distance)
-        weights = scores.gather(-1, slots)  # (*, Nq, k)
+        if kind in FEATURE:  # scored on each selected neighbor itself: no expansion's rounding
+            neighbor_keys = gather_tokens(key, index, table.has_null)  # (*, Nq, k, D)
+            weights = feature_scores(kind, query, neighbor_keys, per_query=True)  # (*, Nq, k)
+        else:  # location, or mixed (standardized over every candidate)
+            if kind != opts.similarity:
+                scores = dense_scores(kind, opts, query, key, table, distance)
+            weights = scores.gather(-1, slots)  # (*, Nq, k)
         weights = weights.softmax(-1) if opts.weighting == "softmax" else weights
         if call.drop:
             weights = F.dropout(weights, call.drop)

@@ -15,7 +15,6 @@ from typing import Any
 from torch import nn
 
 from ..modules import CONVNN_LAYERS, ConvNNAttention
-from ..ops.geometry import Grid
 from ..selection import Selection, listening
 
 __all__ = ["LAYERS", "SelectionRecord", "record_selection"]
@@ -90,7 +89,7 @@ def record_selection(model: nn.Module) -> Iterator[SelectionRecord]:
             return
         name, module = running[-1]
         if selection.grid is None and isinstance(module, ConvNNAttention):
-            grid = Grid.square_patches(selection.num_tokens, module.num_prefix_tokens)
+            grid = module.token_grid(selection.num_tokens)
             selection = selection if grid is None else selection.with_grid(grid)
         record.layers[name] = module
         record.calls.setdefault(name, []).append(selection)

@@ -37,7 +37,7 @@ Layer = Literal["convnn", "branching"]
 CONV_OPTIONS = OPTION_NAMES | {"pos_grid_size"}
 """Options that ``convert`` passes to converted convolutions."""
 
-ATTENTION_OPTIONS = OPTION_NAMES | {"pos_grid_size", "num_prefix_tokens"}
+ATTENTION_OPTIONS = OPTION_NAMES | {"pos_grid_size", "grid_size", "num_prefix_tokens"}
 """Options that ``convert`` passes to converted attention."""
 
 _CONVNN_MODULES = (ConvNN1d, ConvNN2d, ConvNNAttention, BranchingConv2d)
@@ -130,7 +130,7 @@ def _token_layout(modules: dict[str, nn.Module], name: str) -> dict[str, Any]:
             layout = {"num_prefix_tokens": int(owner.num_prefix_tokens)}
             grid = getattr(getattr(owner, "patch_embed", None), "grid_size", None)
             if grid is not None:
-                layout["pos_grid_size"] = tuple(int(g) for g in grid)
+                layout["pos_grid_size"] = layout["grid_size"] = tuple(int(g) for g in grid)
             return layout
     return {}
 

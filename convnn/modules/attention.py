@@ -37,14 +37,24 @@ ATTENTION_DEFAULTS: dict[str, Any] = dict(
 KVT-style top-9 attention, shifted (NATTEN) windows."""
 
 
+def _grid_pair(grid_size: tuple[int, int]) -> tuple[int, int]:
+    pair = tuple(grid_size)
+    if len(pair) != 2:
+        raise OptionError(f"grid_size={grid_size!r} must be (H, W)", key="grid_size")
+    for v in pair:
+        check_positive_int("grid_size", v)
+    return int(pair[0]), int(pair[1])
+
+
 class ConvNNAttention(nn.Module):
     """ConvNN-attention on tokens ``(B, N, dim) -> (B, N, dim_out)``.
 
     Accepts timm ``Attention``'s constructor arguments and ``forward`` signature and
     keeps its parameter names (``qkv``, ``q_norm``, ``k_norm``, ``norm``, ``proj``),
-    so timm ViT weights load. Neighbors are selected per head. The ConvNN options
-    follow :class:`convnn.ConvNNOptions`; kernels act on the head dimension and are
-    shared by the heads.
+    so timm ViT weights load. Spatial options read the tokens as ``num_prefix_tokens``
+    prefix tokens then a ``grid_size`` ``(H, W)`` patch map (default: square). Neighbors
+    are selected per head. The ConvNN options follow :class:`convnn.ConvNNOptions`;
+    kernels act on the head dimension and are shared by the heads.
 
     ``float32_selection`` (class attribute, default ``True``; set it on an instance or on
     the class): under autocast, the q and k that select neighbors are projected again in
@@ -74,6 +84,7 @@ class ConvNNAttention(nn.Module):
         options: ConvNNOptions | None = None,
         num_prefix_tokens: int = 1,
         pos_grid_size: tuple[int, int] = (14, 14),
+        grid_size: tuple[int, int] | None = None,
         convnn_heads: int | None = None,
         **overrides: Any,
     ) -> None:
@@ -104,6 +115,7 @@ class ConvNNAttention(nn.Module):
         self.attn_dim = num_heads * self.head_dim
         self.convnn_heads = num_heads if convnn_heads is None else convnn_heads
         self.num_prefix_tokens = num_prefix_tokens
+        self.grid_size = None if grid_size is None else _grid_pair(grid_size)
         self.dropout_p = attn_drop
         self.qkv = nn.Linear(dim, self.attn_dim * 3, bias=qkv_bias, **dd)
         self.q_norm = norm_layer(self.head_dim, **dd) if qk_norm else nn.Identity()
@@ -130,15 +142,31 @@ class ConvNNAttention(nn.Module):
             if p is not None:
                 nn.init.kaiming_uniform_(p, a=math.sqrt(5))
 
+    def token_grid(self, num_tokens: int) -> Grid | None:
+        """The layout of ``num_tokens`` tokens: ``num_prefix_tokens`` then the ``grid_size``
+        patch map (timm's ``patch_embed.grid_size``, set by the converter), else a square
+        map (no ``grid_size``, or a square one meeting another square token count); ``None``
+        when neither fits."""
+        P = self.num_prefix_tokens
+        if self.grid_size is not None:
+            h, w = self.grid_size
+            if num_tokens == P + h * w:
+                return Grid(h, w, P)
+            if h != w:
+                return None
+        return Grid.square_patches(num_tokens, P)
+
     def _grid(self, num_tokens: int) -> Grid | None:
         if not self.options.needs_grid:
             return None
-        grid = Grid.square_patches(num_tokens, self.num_prefix_tokens)
+        grid = self.token_grid(num_tokens)
         if grid is None:
+            P = self.num_prefix_tokens
+            built = f"the {self.grid_size} patch grid" if self.grid_size else "a square patch map"
             raise OptionError(
-                f"{num_tokens} tokens minus num_prefix_tokens={self.num_prefix_tokens} is not "
-                "a square patch map, which the chosen spatial options need",
-                key="num_prefix_tokens",
+                f"{num_tokens} tokens are not num_prefix_tokens={P} + {built}, which the "
+                "chosen spatial options need; pass grid_size=(H, W)",
+                key="grid_size" if self.grid_size else "num_prefix_tokens",
             )
         return grid
 
@@ -255,6 +283,7 @@ class ConvNNAttention(nn.Module):
         return (
             f"num_heads={self.num_heads}, head_dim={self.head_dim}, "
             f"convnn_heads={self.convnn_heads}, num_prefix_tokens={self.num_prefix_tokens}, "
+            + (f"grid_size={self.grid_size}, " if self.grid_size else "")
             + options_repr(self.options)
         )
 

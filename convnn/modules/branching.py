@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 from typing import Any
 
 import torch
@@ -16,13 +17,15 @@ from .conv import ConvNN2d
 
 def convnn_share(ratio: float, total: int, what: str) -> int:
     """How many of ``total`` channels (or heads) a branching ``ratio`` gives the ConvNN
-    branch: ``floor(ratio * total + 0.5)``, halves rounded up (0.5 of 5 is 3, of 7 is 4).
+    branch: ``floor(ratio * total + 0.5)``, halves rounded up (0.5 of 5 is 3, of 7 is 4),
+    computed on the ratio's decimal value (``0.29`` of 50 is 14.5, so 15; in binary floats
+    ``0.29 * 50`` is 14.499999999999998).
 
     A ratio strictly between 0 and 1 must leave both branches non-empty; one that rounds
     to 0 or to ``total`` is an :class:`~convnn.errors.OptionError`.
     """
     check_ratio("ratio", ratio)
-    share = math.floor(ratio * total + 0.5)
+    share = math.floor(Fraction(repr(float(ratio))) * total + Fraction(1, 2))
     if 0 < ratio < 1 and share in (0, total):
         branch = "ConvNN" if share == 0 else "baseline"
         raise OptionError(
@@ -86,6 +89,7 @@ class BranchingConv2d(nn.Module):
                 in_channels, conv_channels, kernel_size, stride, padding, bias=bias, **dd
             )
         self.mix = nn.Conv2d(out_channels, out_channels, 1, **dd) if mix else None
+        self._register_load_state_dict_pre_hook(_baseline_names, with_module=True)
 
     def forward(self, x: Tensor) -> Tensor:
         """``(B, C, H, W) -> (B, O, Ho, Wo)``."""
@@ -95,3 +99,13 @@ class BranchingConv2d(nn.Module):
 
     def extra_repr(self) -> str:
         return f"ratio={self.ratio}, convnn_channels={self.convnn_channels}"
+
+
+def _baseline_names(layer: BranchingConv2d, state_dict: dict, prefix: str, *args: Any) -> None:
+    """A ``ratio=0`` layer without ``mix`` is exactly its ``nn.Conv2d``: load that layer's
+    ``weight``/``bias`` into ``conv`` (so a baseline's state dict loads)."""
+    if layer.convnn is not None or layer.mix is not None:
+        return
+    for name in ("weight", "bias"):
+        if prefix + name in state_dict and prefix + "conv." + name not in state_dict:
+            state_dict[prefix + "conv." + name] = state_dict.pop(prefix + name)

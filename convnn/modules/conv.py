@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..checks import check_location_kernel
 from ..errors import OptionError
 from ..functional import convnn2d
 from ..ops.aggregation import weight_shapes
@@ -197,6 +198,7 @@ class ConvNN2d(_ConvNNNd):
             )
         window = ks[0] if ks[0] == ks[1] else ks
         options = conv_layer_options(options, overrides, ks[0] * ks[1], window)
+        check_location_kernel(options, ks, rows=2)  # a 2-D map: refused before any input
         super().__init__(
             in_channels,
             out_channels,

@@ -92,16 +92,24 @@ class CandidateTable:
         has_null: whether the null token may occur (zero-padded windows).
         forced_self: if True, slot 0 holds the query itself and must be selected;
             other slots equal to the query are duplicates and must not be selected.
+        every_token: the table is ``(1, N)``: every token, in order (``candidates='all'``).
     """
 
     index: Tensor
     position: Tensor | None
     forced_self: bool = False
     has_null: bool = False
+    every_token: bool = False
 
     @property
     def size(self) -> int:
         return self.index.shape[-1]
+
+    @property
+    def shared(self) -> bool:
+        """One row for every query (``index`` is ``(1, M)``); otherwise a row per query,
+        ``(..., Nq, M)``, also when there is one query. Per-example tables are per query."""
+        return self.index.dim() == 2 and self.index.shape[0] == 1
 
     def duplicates(self) -> Tensor:
         """``(..., Q, M)`` bool: sampled slots that repeat the forced query of slot 0."""
@@ -117,7 +125,7 @@ def all_candidates(num_tokens: int, grid: Grid | None, device: torch.device) -> 
     """Every token is a candidate of every query: a shared ``(1, N)`` table."""
     index = torch.arange(num_tokens, device=device).unsqueeze(0)
     position = grid.positions(index) if grid is not None else None
-    return CandidateTable(index, position)
+    return CandidateTable(index, position, every_token=True)
 
 
 def window_candidates(
@@ -230,12 +238,18 @@ def random_sample(
     Draws from ``generator`` (on its own device) or, when ``None``, from the global RNG.
     """
     gen_device = generator.device if generator is not None else device
+    # no generator keyword unless one is given: torch.compile cannot trace rand with
+    # generator=None at symbolic sizes
+    rng = {} if generator is None else {"generator": generator}
     if not shape:
-        perm = torch.randperm(num_tokens, generator=generator, device=gen_device)
+        perm = torch.randperm(num_tokens, device=gen_device, **rng)
     else:
-        keys = torch.rand(*shape, num_tokens, generator=generator, device=gen_device)
+        keys = torch.rand(*shape, num_tokens, device=gen_device, **rng)
         perm = keys.argsort(-1)
     return perm[..., :num_samples].sort(-1).values.to(device)
+
+
+_U32 = 0xFFFFFFFF
 
 
 def hashed_sample(
@@ -244,15 +258,17 @@ def hashed_sample(
     """A fixed pseudo-random choice of ``r`` distinct tokens for evaluation, sorted:
     ``(*seed.shape, r)``, one choice per seed.
 
-    A splitmix64 hash of ``(token, seed)`` ranks the tokens: the same on every call
-    and device, with no ``torch.Generator`` (so it compiles without graph breaks).
+    A 32-bit hash of ``(token, seed)`` ranks the tokens: the same on every call and
+    device, with no ``torch.Generator`` (so it compiles without graph breaks). Every
+    intermediate stays below ``2**63`` (32-bit values times 31-bit odd multipliers, masked),
+    so compiled code, which need not wrap int64 overflow as eager does, computes the same
+    sample; each step is a bijection of 32-bit values, so tokens never tie.
     """
-    seed = torch.as_tensor(seed, device=device, dtype=torch.int64)[..., None]
-    z = torch.arange(num_tokens, device=device, dtype=torch.int64) + seed * 0x9E3779B9 + 1
-    z = z * 0x2545F4914F6CDD1D
-    z = (z ^ (z >> 30)) * -0x40A7B892E31B1A47  # 0xBF58476D1CE4E5B9 as int64
-    z = (z ^ (z >> 27)) * -0x6B2FB644ECCEEE15  # 0x94D049BB133111EB as int64
-    z = z ^ (z >> 31)
+    seed = torch.as_tensor(seed, device=device, dtype=torch.int64)[..., None] & _U32
+    z = (torch.arange(num_tokens, device=device, dtype=torch.int64) + seed * 0x61C88647 + 1) & _U32
+    for shift, multiplier in ((16, 0x7FEB352D), (15, 0x2C1B3C6D), (16, 0x297A2D39)):
+        z = ((z ^ (z >> shift)) * multiplier) & _U32
+    z = z ^ (z >> 16)
     return z.argsort(-1)[..., :num_samples].sort(-1).values
 
 

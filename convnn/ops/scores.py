@@ -14,15 +14,14 @@ FEATURE = ("dot", "cosine", "euclidean")
 
 def candidate_features(key: Tensor, table: CandidateTable) -> Tensor:
     """``(*, M, D)`` for a shared table, ``(*, Nq, M, D)`` for a per-query one."""
-    N = key.shape[-2]
     index = table.index
     if index.dim() > 2:  # a table per example (and head): gather rows batch by batch
         return gather_tokens(key, index.expand(*key.shape[:-2], *index.shape[-2:]), table.has_null)
-    if index.shape[0] == 1 and index.shape[1] == N and not table.forced_self:
-        return key  # all tokens, in order
+    if table.every_token:
+        return key
     if table.has_null:  # no contiguous copy otherwise: indexing takes strided keys
         key = with_null_row(key, True)
-    return key[..., index[0], :] if index.shape[0] == 1 else key[..., index, :]
+    return key[..., index[0], :] if table.shared else key[..., index, :]
 
 
 def spatial_distance(
@@ -46,7 +45,7 @@ def dense_scores(
 
     ``distance``: ``(Nq or 1, M)`` Chebyshev distances, needed by ``location``/``mixed``.
     """
-    per_query = table.index.shape[-2] > 1
+    per_query = not table.shared
     if kind in FEATURE:
         return feature_scores(kind, query, candidate_features(key, table), per_query)
     location = -distance.to(score_dtype(query.dtype))  # type: ignore[union-attr]

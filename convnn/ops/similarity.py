@@ -46,6 +46,16 @@ def _dot(q: Tensor, kc: Tensor, per_query: bool) -> Tensor:
     return (q.unsqueeze(-2) * kc).sum(-1)
 
 
+def centred(q: Tensor, k: Tensor) -> tuple[Tensor, Tensor]:
+    """``q - m`` and ``k - m`` for ``m`` the mean query ``(*, 1, D)`` (no gradient): the
+    expansion ``|q|^2 + |k|^2 - 2 q.k`` of a squared distance loses
+    ``~eps * (|q - m|^2 + |k - m|^2)`` to rounding, so centring on the queries keeps the
+    distances from a query to the keys near it (the ones selected) exact, whatever the
+    common offset of the features and however far the zero padding tokens are."""
+    centre = q.mean(-2, keepdim=True).detach()  # distances do not depend on it
+    return q - centre, k - centre
+
+
 def feature_scores(kind: str, q: Tensor, kc: Tensor, per_query: bool = False) -> Tensor:
     """``dot`` (scaled by ``1/sqrt(D)``), ``cosine`` or ``euclidean`` (negative distance).
 
@@ -68,9 +78,8 @@ def feature_scores(kind: str, q: Tensor, kc: Tensor, per_query: bool = False) ->
         if kind == "euclidean":
             if per_query:
                 sq = (q.unsqueeze(-2) - kc).square().sum(-1)
-            else:  # |q|^2 + |k|^2 - 2 q.k, exact after centring both on one shared point
-                centre = kc.mean(-2, keepdim=True).detach()  # distances do not depend on it
-                q, kc = q - centre, kc - centre
+            else:  # |q|^2 + |k|^2 - 2 q.k, after centring both on the queries' mean
+                q, kc = centred(q, kc)
                 q2 = q.square().sum(-1, keepdim=True)
                 k2 = kc.square().sum(-1).unsqueeze(-2)
                 sq = (q2 + k2 - 2 * _dot(q, kc, per_query)).clamp(min=0)
