@@ -75,7 +75,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
     except UsageError as err:
         raise GridError(str(err)) from None
     cells = plan(grid, console, need_data=args.launcher == "local")
-    dirs = prepare_cells(grid, cells, out)
+    dirs = prepare_cells(grid, cells, out, rerun=args.rerun)
     if args.launcher == "slurm":
         from .slurm import submit
 

@@ -30,9 +30,10 @@ import yaml
 
 from lightning_modules.files import atomic_write_text
 
-from .grid import Grid
+from .grid import Grid, GridError
 from .paper import STATISTICS, statistic_of
 from .runner import read_json, read_state
+from .staleness import unpooled_settings
 from .stats import LEVEL, Summary, paired, summary
 
 __all__ = ["collect", "grid_info", "locality_columns", "markdown", "summarize", "write_report"]
@@ -472,6 +473,14 @@ def write_report(
 
     out = Path(out)
     cells = collect(out, grid)
+    mixed = unpooled_settings(cells)
+    if mixed:
+        detail = "; ".join(f"{setting}: {what}" for setting, what in mixed.items())
+        raise GridError(
+            f"{len(mixed)} settings under {out} hold cells trained with different configs, "
+            f"which one mean would pool; rerun the stale cells (convnn-ablate run --rerun): "
+            + detail
+        )
     axes, rows = summarize(cells)
     info = grid_info(cells)
     write_csv(out / "results.csv", axes, rows)

@@ -31,7 +31,8 @@ import yaml
 
 from lightning_modules.files import PROGRESS_FILE_ENV, atomic_write_json, atomic_write_text
 
-from .grid import Cell, Grid, merged_config
+from .grid import Cell, Grid, GridError, merged_config
+from .staleness import describe, stale_cells
 
 if TYPE_CHECKING:  # annotations only: the runner imports no torch until a cell is evaluated
     from lightning_modules.evaluate import Run
@@ -138,19 +139,30 @@ def best_epoch(
             "best_source": "val/acc1 of the best checkpoint"}  # fmt: skip
 
 
-def prepare_cells(grid: Grid, cells: Iterable[Cell], out: Path) -> list[Path]:
-    """Write ``cell.json`` and ``config.yaml`` of every unfinished cell; return the dirs."""
-    dirs = []
-    for cell in cells:
-        cell_dir = out / cell.id
+def prepare_cells(grid: Grid, cells: Iterable[Cell], out: Path, rerun: bool = False) -> list[Path]:
+    """Write ``cell.json`` and ``config.yaml`` of every cell to (re)train; return the dirs.
+
+    A finished or checkpointed cell whose stored config differs from the grid's merged one
+    is never reused: without ``rerun`` it is a :class:`GridError` naming each such cell and
+    its changed keys (before anything is written); with ``rerun`` it gets the new config."""
+    planned = {out / cell.id: cell for cell in cells}
+    configs = {d: merged_config(grid, cell, d.resolve()) for d, cell in planned.items()}
+    stale = stale_cells(configs)
+    if stale and not rerun:
+        lines = [f"{name}: {describe(changes)}" for name, changes in stale.items()]
+        raise GridError(
+            f"{len(stale)} cells under {out} trained with another config than the grid's "
+            f"now; rerun them with --rerun (their results are replaced) or restore the grid: "
+            + "; ".join(lines)
+        )
+    for cell_dir, cell in planned.items():
         cell_dir.mkdir(parents=True, exist_ok=True)
-        if not (cell_dir / "result.json").exists():
+        if rerun or not (cell_dir / "result.json").exists():
             info = {**cell.to_json(), "grid": grid.name, "axes": [a.name for a in grid.axes]}
             atomic_write_json(cell_dir / "cell.json", info)
-            config = merged_config(grid, cell, cell_dir.resolve())
-            atomic_write_text(cell_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False))
-        dirs.append(cell_dir)
-    return dirs
+            config = yaml.safe_dump(configs[cell_dir], sort_keys=False)
+            atomic_write_text(cell_dir / "config.yaml", config)
+    return list(planned)
 
 
 def _fit_command(cell_dir: Path, ckpt: Path | None, extra: list[str]) -> list[str]:
