@@ -28,8 +28,9 @@ test-long: $(STAMP)
 test-extra: $(STAMP)
 	$(PY) -m pytest -q -m extra
 
-# the exact special cases, then the quickstart grid (4 layers x 3 seeds, 10 epochs); `--report`
-# prints runs/ablations/quickstart/results.md: mean ± std, 95% intervals, paired differences
+# the exact special cases, then the demo grid (attention and ConvNN-attention x 5 seeds, 12
+# epochs, each converged); `--report` prints runs/ablations/quickstart/results.md: mean ± std,
+# 95% intervals, paired differences, converged seeds (recorded in docs/results/demo.json)
 demo: $(STAMP)
 	$(PY) -m convnn.tools.demo
 	$(VENV)/bin/convnn-ablate run ablations/grids/quickstart.yaml --out runs/ablations/quickstart --parallel 2 --report

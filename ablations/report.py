@@ -34,7 +34,7 @@ from .grid import Grid, GridError
 from .paper import STATISTICS, statistic_of
 from .runner import read_json, read_state
 from .staleness import unpooled_settings
-from .stats import LEVEL, Summary, paired, summary
+from .stats import CONVERGED_POINTS, CONVERGED_WINDOW, LEVEL, Summary, converged, paired, summary
 
 __all__ = ["collect", "grid_info", "locality_columns", "markdown", "summarize", "write_report"]
 
@@ -238,6 +238,9 @@ def summarize(cells: list[dict[str, Any]]) -> tuple[list[str], list[dict[str, An
         row["best_top1_values"] = list(best.values())
         row["best_epochs"] = [m["best_epoch"] for m in done if m.get("best_epoch") is not None]
         row["last_epochs"] = [m["last_epoch"] for m in done if m.get("last_epoch") is not None]
+        verdicts = [converged(m["val_top1_by_epoch"]) for m in done if m.get("val_top1_by_epoch")]
+        row["converged"] = sum(v is True for v in verdicts)  # seeds that converged, of
+        row["converged_of"] = sum(v is not None for v in verdicts)  # the seeds with a history
         diff = None if row["baseline"] else paired(values, base)
         _put(row, "diff_top1", diff, low=-100.0)
         row["diff_top1"] = row.pop("diff_top1_mean")
@@ -279,7 +282,7 @@ def _columns(axes: list[str]) -> list[str]:
     diff = ["diff_top1", "diff_top1_std", "diff_top1_ci_low", "diff_top1_ci_high", "diff_pairs"]
     diff += ["diff_excludes_zero"]
     best = [f"best_top1_{s}" for s in ("mean", "std", "ci_low", "ci_high")]
-    best += ["best_n", "best_epochs", "last_epochs"]
+    best += ["best_n", "best_epochs", "last_epochs", "converged", "converged_of"]
     paper = ["paper_top1", "paper_statistic", "paper_measured", "paper_diff", "paper_label"]
     costs = [*COSTS, "images_per_second", "throughput_under_load"]
     return [
@@ -349,6 +352,8 @@ def markdown(
     head = [*axes, "seeds", "top-1 (%)", f"top-1 {level} CI", "Δ top-1", f"Δ {level} CI", "Δ ≠ 0"]
     has_best = any(r.get("best_top1_mean") is not None for r in rows)
     head += ["best top-1 (%)", "best epoch"] if has_best else []
+    has_history = any(r.get("converged_of") for r in rows)
+    head += ["converged"] if has_history else []
     head += ["paper top-1", "measured − paper"] if has_paper else []
     head += ["top-5 (%)", "params (M)", "GFLOPs", "images/s", "wall (s)", "status"]
     has_locality = any(r.get("locality_first_mean_distance") is not None for r in rows)
@@ -373,6 +378,8 @@ def markdown(
             )
         if has_best:
             cells += [_mean_std(row, "best_top1"), _span(row["best_epochs"])]
+        if has_history:
+            cells.append(f"{row['converged']}/{row['converged_of']}" if row["converged_of"] else "")
         if has_paper:
             statistic = f" ({row['paper_statistic']})" if row["paper_top1"] is not None else ""
             cells.append(_num(row["paper_top1"]) + statistic)
@@ -403,6 +410,12 @@ def markdown(
         legend += (
             " best top-1: the best epoch's validation top-1 (mean ± std over the seeds); best "
             "epoch: which epochs those were (1 = the first)."
+        )
+    if has_history:
+        legend += (
+            f" converged: the seeds whose last {CONVERGED_WINDOW} epochs' mean validation "
+            f"top-1 is within {CONVERGED_POINTS:g} point of their best epoch's, of the seeds "
+            "with every epoch's validation top-1."
         )
     if info.get("num_classes"):
         legend += f" Chance: {100 / info['num_classes']:.1f}% ({info['num_classes']} classes)."

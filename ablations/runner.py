@@ -139,6 +139,17 @@ def best_epoch(
             "best_source": "val/acc1 of the best checkpoint"}  # fmt: skip
 
 
+def val_top1_by_epoch(cell_dir: Path) -> list[float] | None:
+    """The cell's validation top-1 (%) of epoch 1, 2, ... from ``progress.json``'s
+    ``history`` (:class:`lightning_modules.callbacks.EpochLog`); ``None`` when an epoch is
+    missing (a cell trained before the history was kept, or one not validated every epoch)."""
+    history = (read_json(cell_dir / "progress.json") or {}).get("history") or []
+    values = {int(e["epoch"]): 100 * float(e["val/acc1"]) for e in history if "val/acc1" in e}
+    if not values or sorted(values) != list(range(1, len(values) + 1)):
+        return None
+    return [values[e] for e in sorted(values)]
+
+
 def prepare_cells(grid: Grid, cells: Iterable[Cell], out: Path, rerun: bool = False) -> list[Path]:
     """Write ``cell.json`` and ``config.yaml`` of every cell to (re)train; return the dirs.
 
@@ -295,6 +306,7 @@ def run_cell(
         "last_epoch": info.get("epoch"),  # top1, top5 and loss are this epoch's (last.ckpt)
         **best_epoch(cell_dir, versions, info, metrics.get("top1")),
         "versions": versions,
+        "val_top1_by_epoch": val_top1_by_epoch(cell_dir),
         "images_per_second": metrics.get("images_per_second"),  # median of timed repeats
         "throughput": metrics.get("throughput"),  # spread, repeats, load from other processes
         "checkpoint": str(last),
@@ -405,8 +417,8 @@ class Scheduler:
         env = {}
         if self.pool is not None:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
-        elif self.threads:
-            env.setdefault("OMP_NUM_THREADS", str(self.threads))
+        elif self.threads and "OMP_NUM_THREADS" not in os.environ:  # the user's setting wins
+            env["OMP_NUM_THREADS"] = str(self.threads)
         return env
 
     def run(self, cell_dirs: list[Path]) -> list[Job]:

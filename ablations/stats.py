@@ -9,14 +9,20 @@ b[s]`` over the seeds both have. One value has no spread: ``std`` and the interv
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
-__all__ = ["LEVEL", "Summary", "paired", "summary", "t_quantile"]
+__all__ = ["CONVERGED_POINTS", "CONVERGED_WINDOW", "LEVEL", "Summary", "converged", "paired"]
+__all__ += ["summary", "t_quantile"]
 
 LEVEL = 0.95
 """Confidence level of every interval in the report."""
+
+CONVERGED_WINDOW = 3
+CONVERGED_POINTS = 1.0
+"""A run has converged when the mean validation top-1 of its last :data:`CONVERGED_WINDOW`
+epochs is within :data:`CONVERGED_POINTS` points of its best epoch's."""
 
 
 @lru_cache(maxsize=64)
@@ -72,3 +78,14 @@ def paired(values: Mapping[Hashable, float], base: Mapping[Hashable, float]) -> 
     """Summary of ``values[s] - base[s]`` over the seeds ``s`` in both (``None``: no pair)."""
     seeds = [s for s in values if s in base]
     return summary(values[s] - base[s] for s in seeds)
+
+
+def converged(top1_by_epoch: Sequence[float]) -> bool | None:
+    """Whether a run whose validation top-1 (%) per epoch is ``top1_by_epoch`` converged:
+    the mean of the last :data:`CONVERGED_WINDOW` epochs is at least the best epoch's minus
+    :data:`CONVERGED_POINTS` (``None``: fewer epochs than the window).
+    ``converged([90, 95, 94.5, 95, 94.8])`` is ``True`` (94.77 >= 94)."""
+    if len(top1_by_epoch) < CONVERGED_WINDOW:
+        return None
+    last = math.fsum(top1_by_epoch[-CONVERGED_WINDOW:]) / CONVERGED_WINDOW
+    return last >= max(top1_by_epoch) - CONVERGED_POINTS

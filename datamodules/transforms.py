@@ -156,13 +156,20 @@ class ExpandChannels(torch.nn.Module):
 
 
 def tensor_transform(
-    train: bool, image_size: int, mean: Sequence[float], std: Sequence[float], in_chans: int = 3
+    train: bool,
+    image_size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    in_chans: int = 3,
+    translate: int | None = None,
 ) -> Callable:
     """``float (1 or C, S, S)`` image in [0, 1] -> normalized ``(in_chans, S, S)``.
 
-    Training adds a random translation of up to ``image_size // 8`` pixels (zero-padded crop).
+    Training adds a random translation of up to ``translate`` pixels (zero-padded crop;
+    ``None``: ``image_size // 8``; 0: none).
     """
-    augment = [v2.RandomCrop(image_size, padding=image_size // 8)] if train else []
+    shift = image_size // 8 if translate is None else translate
+    augment = [v2.RandomCrop(image_size, padding=shift)] if train and shift > 0 else []
     return v2.Compose(
         [
             *augment,

@@ -6,7 +6,8 @@
   is shown or the output is not a terminal (a log file), e.g. ``epoch 3/30  train/acc1 86.1%
   train/loss 0.412  val/acc1 88.6%  val/loss 0.391  lr 3.20e-03  12.3s`` (one line). When
   the environment names a file in ``CONVNN_PROGRESS_FILE`` (the ablation runner does, for
-  its live view), the same epoch, metrics and time are also written there as JSON.
+  its live view), the same epoch, metrics and time are also written there as JSON, with
+  ``history``: every epoch's validation metrics so far (the runner's convergence check).
 * :class:`PredictionWriter` (``predict``): ``predictions.csv`` in the run directory (written
   atomically): the sample's index (and file, when the dataset lists files), its label when the
   batch carries one, and the top-5 classes with their probabilities.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 import os
 import sys
@@ -110,12 +112,17 @@ class EpochLog(L.Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         progress_file = os.environ.get(PROGRESS_FILE_ENV)
         if progress_file and trainer.is_global_zero and not trainer.sanity_checking:
-            epochs = _epochs(trainer)
+            epochs, epoch, metrics = (
+                _epochs(trainer),
+                trainer.current_epoch + 1,
+                self.metrics(trainer),
+            )
             progress = {
-                "epoch": trainer.current_epoch + 1,
+                "epoch": epoch,
                 "max_epochs": int(epochs) if epochs.isdigit() else None,
-                "metrics": self.metrics(trainer),
+                "metrics": metrics,
                 "time": time.time(),
+                "history": _history(Path(progress_file), epoch, metrics),
             }
             atomic_write_json(Path(progress_file), progress)
         if self._active(trainer):
@@ -145,6 +152,19 @@ class EpochLog(L.Callback):
             parts.append(f"lr {trainer.optimizers[0].param_groups[0]['lr']:.2e}")
         parts.append(f"{time.perf_counter() - self._start:.1f}s")
         return "  ".join(parts)
+
+
+def _history(path: Path, epoch: int, metrics: dict[str, float]) -> list[dict[str, float]]:
+    """Every finished epoch's validation metrics, ``[{"epoch": 1, "val/acc1": 0.35, ...},
+    ...]``: the entries of the progress file before ``epoch`` (a resumed run keeps those of
+    its earlier attempts) and this epoch's, when it validated."""
+    try:
+        earlier = json.loads(path.read_text()).get("history") or []
+    except (OSError, ValueError, AttributeError):
+        earlier = []
+    kept = [e for e in earlier if isinstance(e, dict) and int(e.get("epoch", epoch)) < epoch]
+    val = {k: v for k, v in metrics.items() if k.startswith("val/")}
+    return kept + ([{"epoch": epoch, **val}] if val else [])
 
 
 def _epochs(trainer: L.Trainer) -> str:

@@ -493,6 +493,20 @@ def test_digits_splits_and_shapes() -> None:
     )
 
 
+def test_digits_translate_zero_trains_on_the_validation_pixels() -> None:
+    """``translate=0`` (the demo grid) leaves training images as validation shows them; the
+    default shifts by up to ``image_size // 8`` pixels, so some images move."""
+    plain = DigitsDataModule(image_size=16, translate=0, **FAST)
+    train, val = plain.dataset("train"), plain.dataset("val")
+    first = torch.stack([train[i][0] for i in range(8)])
+    again = torch.stack([train[i][0] for i in range(8)])
+    assert torch.equal(first, again)  # no random augmentation at all
+    moved = DigitsDataModule(image_size=16, **FAST).dataset("train")
+    shifted = torch.stack([moved[i][0] for i in range(8)])
+    assert not torch.equal(shifted, first)
+    assert val[0][0].shape == first[0].shape == (3, 16, 16)
+
+
 # --- Bad values and loader settings -------------------------------------------------------
 
 
@@ -504,6 +518,7 @@ def test_digits_splits_and_shapes() -> None:
         (DigitsDataModule, {"val_fraction": 0.0}, "val_fraction"),
         (DigitsDataModule, {"val_fraction": 1.5}, "val_fraction"),
         (DigitsDataModule, {"image_size": 4}, "image_size"),
+        (DigitsDataModule, {"translate": -1}, "translate"),
         (SyntheticDataModule, {"image_size": 7}, "image_size"),
         (SyntheticDataModule, {"num_classes": 1}, "num_classes"),
         (SyntheticDataModule, {"num_val": 0}, "num_val"),

@@ -1,0 +1,102 @@
+"""Store a finished grid's results as data that tests check: ``docs/results/<name>.json``.
+
+    python -m ablations.record runs/ablations/quickstart ablations/grids/quickstart.yaml \\
+        docs/results/demo.json --wall-time 312
+
+A number quoted in the README or the docs comes from such a file: per setting the seeds, each
+seed's last-epoch and best-epoch top-1 and whether it converged (:func:`ablations.stats.
+converged`), the mean, std and 95% interval, and the difference to the baseline paired by
+seed. The file also holds the grid file's SHA-256, so that a test notices a grid edited
+after its results were recorded (``tests/test_demo_results.py``), and the code version the
+cells were trained with.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from lightning_modules.files import atomic_write_text
+
+from .grid import load_grid
+from .report import collect, grid_info, summarize
+from .runner import read_json
+from .stats import converged
+
+__all__ = ["grid_digest", "record"]
+
+SUMMARY_KEYS = ("mean", "std", "ci_low", "ci_high")
+
+
+def grid_digest(path: Path) -> str:
+    """SHA-256 of the grid file's bytes."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _code_version(cells: list[dict[str, Any]]) -> dict[str, Any] | None:
+    for cell in cells:
+        for version in cell.get("versions") or []:
+            found = read_json(Path(cell["dir"]) / version / "code_version.json")
+            if found:
+                return found
+    return None
+
+
+def record(out: Path, grid_path: Path, wall_time_s: float | None = None) -> dict[str, Any]:
+    """The results of the grid ``grid_path`` run into ``out``, as a JSON-ready dict."""
+    grid = load_grid(grid_path)
+    cells = collect(Path(out), grid)
+    _, rows = summarize(cells)
+    settings: dict[str, Any] = {}
+    for row in rows:
+        done = [c for c in cells if c["setting"] == row["setting"] and c.get("status") == "done"]
+        seeds = {}
+        for c in sorted(done, key=lambda c: c["seed"]):
+            history = c.get("val_top1_by_epoch")
+            seeds[str(c["seed"])] = {
+                "top1": c["top1"],
+                "best_top1": c.get("best_top1"),
+                "best_epoch": c.get("best_epoch"),
+                "converged": converged(history) if history else None,
+                "val_top1_by_epoch": history,
+            }
+        entry: dict[str, Any] = {"baseline": row["baseline"], "n": row["n"], "seeds": seeds}
+        entry["top1"] = {k: row[f"top1_{k}"] for k in SUMMARY_KEYS}
+        entry["best_top1"] = {k: row[f"best_top1_{k}"] for k in SUMMARY_KEYS}
+        if not row["baseline"]:
+            entry["diff_top1"] = {
+                "mean": row["diff_top1"],
+                **{k: row[f"diff_top1_{k}"] for k in SUMMARY_KEYS[1:]},
+                "pairs": row["diff_pairs"],
+            }
+        settings[row["setting"]] = entry
+    info = grid_info(cells)
+    return {
+        "grid": str(grid_path),
+        "grid_sha256": grid_digest(grid_path),
+        "epochs": info["epochs"],
+        "seeds": info["seeds"],
+        "wall_time_s": wall_time_s,
+        "code_version": _code_version(cells),
+        "settings": settings,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m ablations.record", description=__doc__)
+    parser.add_argument("out", type=Path, help="the grid's output directory")
+    parser.add_argument("grid", type=Path, help="the grid file it was run from")
+    parser.add_argument("to", type=Path, help="the JSON file to write")
+    parser.add_argument("--wall-time", type=float, default=None, help="measured seconds")
+    args = parser.parse_args(argv)
+    data = record(args.out, args.grid, args.wall_time)
+    args.to.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(args.to, json.dumps(data, indent=1) + "\n")
+    print(f"wrote {args.to}")
+
+
+if __name__ == "__main__":
+    main()
