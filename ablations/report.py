@@ -314,10 +314,26 @@ def _mean_std(row: dict[str, Any], metric: str) -> str:
     return f"{mean:.2f}" if std is None else f"{mean:.2f} ± {std:.2f}"
 
 
-def _interval(low: float | None, high: float | None, have: bool) -> str:
+FEW_SEEDS = 3
+"""Intervals over fewer seeds (or pairs) than this are marked where they are printed: with 2
+seeds an interval rests on one degree of freedom (t quantile 12.71)."""
+
+
+def _interval(low: float | None, high: float | None, have: bool, n: int | None = None) -> str:
+    """``[low, high]``; ``n/a`` without an interval; ``(n seeds)`` after an interval over
+    fewer than :data:`FEW_SEEDS` values ``n``."""
     if not have:
         return ""
-    return "n/a" if low is None else f"[{low:.2f}, {high:.2f}]"
+    if low is None:
+        return "n/a"
+    few = f" ({n} seeds)" if n is not None and n < FEW_SEEDS else ""
+    return f"[{low:.2f}, {high:.2f}]{few}"
+
+
+def _few(row: dict[str, Any]) -> bool:
+    """Whether an interval of ``row`` rests on 2 (fewer than :data:`FEW_SEEDS`) seeds."""
+    counts = [row["n"], row.get("diff_pairs") or 0]
+    return any(1 < n < FEW_SEEDS for n in counts)
 
 
 def _span(values: list[int]) -> str:
@@ -365,13 +381,16 @@ def markdown(
         have = row["top1_mean"] is not None
         cells = [str(row.get(a, "")) for a in axes]
         cells += [str(row["n"]), _mean_std(row, "top1")]
-        cells.append(_interval(row["top1_ci_low"], row["top1_ci_high"], have))
+        cells.append(_interval(row["top1_ci_low"], row["top1_ci_high"], have, row["n"]))
         if row["baseline"]:
             cells += ["baseline", "", ""]
         else:
             paired_ = row["diff_top1"] is not None
             cells.append(_num(row["diff_top1"], sign=True))
-            cells.append(_interval(row["diff_top1_ci_low"], row["diff_top1_ci_high"], paired_))
+            low, high, pairs = (
+                row[k] for k in ("diff_top1_ci_low", "diff_top1_ci_high", "diff_pairs")
+            )
+            cells.append(_interval(low, high, paired_, pairs))
             nonzero = row["diff_excludes_zero"]
             cells.append(
                 "" if not paired_ else "n/a" if nonzero is None else "yes" if nonzero else "no"
@@ -410,6 +429,12 @@ def markdown(
         legend += (
             " best top-1: the best epoch's validation top-1 (mean ± std over the seeds); best "
             "epoch: which epochs those were (1 = the first)."
+        )
+    if any(_few(r) for r in rows):
+        legend += (
+            f" (2 seeds) after an interval: it rests on fewer than {FEW_SEEDS} seeds (pairs for "
+            "Δ), one degree of freedom: t = 12.71, so it is wide and its own width uncertain; "
+            "add seeds before reading it."
         )
     if has_history:
         legend += (

@@ -264,6 +264,26 @@ def test_single_seed_report_has_no_zero_std():
     assert "paper" not in md.split("\n\n")[2]  # no paper columns without published rows
 
 
+def test_two_seed_intervals_say_so_and_three_do_not():
+    """An interval over 2 seeds (one degree of freedom) is marked where it is printed, for
+    the mean and for the paired difference; 3 seeds are not marked."""
+    cells = [
+        {"setting": f"layer={x}", "values": {"layer": x}, "seed": s, "status": "done",
+         "top1": t + step * s, "top5": 99.0, "order": i, "axes": ["layer"]}
+        for i, (x, t, step) in enumerate([("a", 50.0, 1), ("b", 60.0, 3)]) for s in range(2)
+    ]  # fmt: skip
+    axes, rows = summarize(cells)
+    md = markdown(axes, rows, {"grid": "g", "epochs": "1", "seeds": [0, 1]})
+    half = t_quantile(0.975, 1) * math.sqrt(0.5) / math.sqrt(2)  # std of [50, 51]: sqrt(0.5)
+    assert f"| a | 2 | 50.50 ± 0.71 | [{50.5 - half:.2f}, {50.5 + half:.2f}] (2 seeds) |" in md
+    b = next(line for line in md.splitlines() if line.startswith("| b "))
+    assert b.count("(2 seeds)") == 2  # the mean's interval and the paired difference's (10, 12)
+    assert "one degree of freedom" in md
+    third = [{**cells[0], "seed": 2, "top1": 52.0}, {**cells[2], "seed": 2, "top1": 61.0}]
+    md3 = markdown(*summarize(cells + third), {"grid": "g", "epochs": "1", "seeds": [0, 1, 2]})
+    assert "seeds)" not in md3 and "one degree of freedom" not in md3
+
+
 # ---------------------------------------------------------------- the published numbers
 
 
