@@ -37,6 +37,7 @@ import hashlib
 import itertools
 import json
 import re
+import sys
 import tempfile
 import warnings as warnings_module
 from dataclasses import dataclass, field
@@ -46,6 +47,7 @@ from typing import Any
 import yaml
 
 from convnn.errors import ConvNNError, OptionError, root_cause
+from lightning_modules.class_switch import SECTIONS, drop_foreign_init_args, switch_line
 
 __all__ = ["Axis", "Cell", "Grid", "GridError", "load_grid", "merged_config", "validate_cell"]
 
@@ -327,8 +329,16 @@ def merged_config(grid: Grid, cell: Cell, out_dir: Path | None = None) -> dict[s
     """The cell's complete config: base files, grid ``set``, the cell's values, its seed and,
     with ``out_dir``, the logger writing into ``out_dir`` (one fixed directory per cell)."""
     config = base_config(grid.base)
-    for key, value in {**grid.set, **cell.overrides}.items():
+    changes = {**grid.set, **cell.overrides}
+    before = {s: (config.get(s) or {}).get("class_path") for s in SECTIONS}
+    for key, value in changes.items():
         set_key(config, key, value)
+    for section, old in before.items():
+        node = config.get(section)
+        if isinstance(node, dict) and node.get("class_path") not in (None, old):
+            dropped = drop_foreign_init_args(node, _set_init_args(changes, section))
+            if dropped:
+                _note_once(switch_line(f"{section}.class_path", node["class_path"], dropped, old))
     if cell.seed is not None:
         config["seed_everything"] = cell.seed
     if out_dir is not None:
@@ -341,6 +351,32 @@ def merged_config(grid: Grid, cell: Cell, out_dir: Path | None = None) -> dict[s
         log_cfg.setdefault("init_args", {}).update(logger)
         config.setdefault("trainer", {})["logger"] = log_cfg
     return config
+
+
+def _set_init_args(changes: dict[str, Any], section: str) -> set[str]:
+    """The ``init_args`` of ``section`` that grid ``changes`` set by name (kept on a
+    ``class_path`` switch, so that the new class refuses a wrong one by its name)."""
+    names = set()
+    for key, value in changes.items():
+        parts = key.split(".")
+        if parts[0] != section:
+            continue
+        if len(parts) > 2 and parts[1] == "init_args":
+            names.add(parts[2])
+        elif isinstance(value, dict):
+            inner = value.get("init_args", {}) if len(parts) == 1 else value
+            names |= set(inner) if len(parts) <= 2 and isinstance(inner, dict) else set()
+    return names
+
+
+_NOTED: set[str] = set()
+
+
+def _note_once(line: str) -> None:
+    """``convnn-ablate: note: <line>`` on stderr, once per process (every cell merges)."""
+    if line not in _NOTED:
+        _NOTED.add(line)
+        print(f"convnn-ablate: note: {line}", file=sys.stderr, flush=True)
 
 
 def _option_key(err: BaseException) -> str | None:

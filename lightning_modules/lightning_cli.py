@@ -26,6 +26,7 @@ from datamodules import DataError, ImageClassificationDataModule
 
 from .callbacks import EpochLog, PredictionWriter, RunReport
 from .checkpoint_io import SafeCheckpointIO, check_state_dict, load_checkpoint
+from .class_switch import dropped_by_parser
 from .classifier import ImageClassifier, check_input_size, input_size
 from .cli import DESCRIPTION, PROG
 from .cli_errors import ConvNNArgumentParser
@@ -178,6 +179,18 @@ class ConvNNCLI(LightningCLI):
         # image_size also sets the img_size of a model with a fixed input size (ViTs)
         for name in ("num_classes", "image_size", "in_chans"):
             parser.link_arguments(f"data.{name}", f"model.init_args.{name}", apply_on="instantiate")
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        """As Lightning's, then one note per ``class_path`` switched on the command line
+        whose config-file ``init_args`` the new class does not take (jsonargparse drops them
+        silently): :func:`lightning_modules.class_switch.dropped_by_parser`."""
+        super().parse_arguments(parser, args)
+        if isinstance(args, dict) or not hasattr(self.config, "get"):
+            return
+        subcommand = self.config.get("subcommand")
+        config = self.config[subcommand] if subcommand else self.config
+        for line in dropped_by_parser(list(sys.argv[1:] if args is None else args), config):
+            note(line)
 
     def before_instantiate_classes(self) -> None:
         """``--trainer.enable_progress_bar false`` also drops the default rich progress bar
