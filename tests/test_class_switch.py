@@ -61,8 +61,8 @@ def test_grid_keeps_an_init_arg_it_sets_by_name_so_the_error_names_it(tmp_path) 
 
 def test_command_line_switch_says_what_the_parser_dropped(tmp_path) -> None:
     """``convnn fit -c tiny.yaml --data.class_path datamodules.DigitsDataModule``: the tiny
-    config's synthetic-data arguments (num_train, num_val) are dropped (jsonargparse alone says nothing), one note
-    names them, and the run trains on the digits."""
+    config's synthetic-data arguments (num_train, num_val) are dropped (jsonargparse alone
+    says nothing), one note names them, and the run trains on the digits."""
     config = tiny_config(tmp_path / "runs")
     config["trainer"]["max_epochs"] = 1
     config["trainer"]["limit_train_batches"] = 4
