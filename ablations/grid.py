@@ -49,7 +49,8 @@ import yaml
 from convnn.errors import ConvNNError, OptionError, root_cause
 from lightning_modules.class_switch import SECTIONS, drop_foreign_init_args, switch_line
 
-__all__ = ["Axis", "Cell", "Grid", "GridError", "load_grid", "merged_config", "validate_cell"]
+__all__ = ["Axis", "Cell", "Grid", "GridError", "cell_loggers", "load_grid", "merged_config"]
+__all__ += ["validate_cell"]
 
 ROOT = Path(__file__).resolve().parent.parent
 DELETE = "__delete__"
@@ -342,15 +343,27 @@ def merged_config(grid: Grid, cell: Cell, out_dir: Path | None = None) -> dict[s
     if cell.seed is not None:
         config["seed_everything"] = cell.seed
     if out_dir is not None:
-        logger = {"save_dir": str(out_dir), "name": "", "version": None}
-        log_cfg = (config.get("trainer") or {}).get("logger")
-        if not isinstance(log_cfg, dict) or "TensorBoardLogger" not in log_cfg.get(
-            "class_path", ""
-        ):
-            log_cfg = {"class_path": "lightning.pytorch.loggers.TensorBoardLogger"}
-        log_cfg.setdefault("init_args", {}).update(logger)
-        config.setdefault("trainer", {})["logger"] = log_cfg
+        trainer = config.setdefault("trainer", {})
+        trainer["logger"] = cell_loggers(trainer.get("logger"), out_dir)
     return config
+
+
+TENSORBOARD = "lightning.pytorch.loggers.TensorBoardLogger"
+
+
+def cell_loggers(loggers: Any, out_dir: Path) -> dict[str, Any] | list[dict[str, Any]]:
+    """A cell's ``trainer.logger``: first a TensorBoard logger writing ``out_dir/version_<n>``
+    (the user's own, redirected, when the config has one; its directory also holds the
+    cell's checkpoints), then every other logger of the config as the user set it (W&B,
+    MLflow, CSV, ...). ``loggers``: the config's value (one mapping, a list, or
+    ``True``/``False``/``None``: Lightning's default or none)."""
+    entries = loggers if isinstance(loggers, list) else [loggers]
+    entries = [copy.deepcopy(e) for e in entries if isinstance(e, dict)]
+    board = next((e for e in entries if "TensorBoardLogger" in str(e.get("class_path"))), None)
+    others = [e for e in entries if e is not board]
+    board = board or {"class_path": TENSORBOARD}
+    board.setdefault("init_args", {}).update(save_dir=str(out_dir), name="", version=None)
+    return [board, *others] if others else board
 
 
 def _set_init_args(changes: dict[str, Any], section: str) -> set[str]:

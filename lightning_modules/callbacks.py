@@ -7,7 +7,8 @@
   train/loss 0.412  val/acc1 88.6%  val/loss 0.391  lr 3.20e-03  12.3s`` (one line). When
   the environment names a file in ``CONVNN_PROGRESS_FILE`` (the ablation runner does, for
   its live view), the same epoch, metrics and time are also written there as JSON, with
-  ``history``: every epoch's validation metrics so far (the runner's convergence check).
+  ``history``: every epoch's metrics so far (the runner's convergence check), and as a
+  table, one row per epoch, in ``metrics.csv`` beside it (across resumed attempts).
 * :class:`PredictionWriter` (``predict``): ``predictions.csv`` in the run directory (written
   atomically): the sample's index (and file, when the dataset lists files), its label when the
   batch carries one, and the top-5 classes with their probabilities.
@@ -125,6 +126,7 @@ class EpochLog(L.Callback):
                 "history": _history(Path(progress_file), epoch, metrics),
             }
             atomic_write_json(Path(progress_file), progress)
+            write_metrics_csv(Path(progress_file).with_name("metrics.csv"), progress["history"])
         if self._active(trainer):
             print(self.line(trainer), flush=True)
 
@@ -155,16 +157,26 @@ class EpochLog(L.Callback):
 
 
 def _history(path: Path, epoch: int, metrics: dict[str, float]) -> list[dict[str, float]]:
-    """Every finished epoch's validation metrics, ``[{"epoch": 1, "val/acc1": 0.35, ...},
-    ...]``: the entries of the progress file before ``epoch`` (a resumed run keeps those of
-    its earlier attempts) and this epoch's, when it validated."""
+    """Every finished epoch's metrics, ``[{"epoch": 1, "train/loss": 2.1, "val/acc1": 0.35,
+    ...}, ...]`` (``val/*`` only for epochs that validated): the entries of the progress file
+    before ``epoch`` (a resumed run keeps those of its earlier attempts) and this epoch's."""
     try:
         earlier = json.loads(path.read_text()).get("history") or []
     except (OSError, ValueError, AttributeError):
         earlier = []
     kept = [e for e in earlier if isinstance(e, dict) and int(e.get("epoch", epoch)) < epoch]
-    val = {k: v for k, v in metrics.items() if k.startswith("val/")}
-    return kept + ([{"epoch": epoch, **val}] if val else [])
+    return [*kept, {"epoch": epoch, **metrics}]
+
+
+def write_metrics_csv(path: Path, history: list[dict[str, float]]) -> None:
+    """``history`` (:func:`_history`) as a CSV table, one row per epoch, written atomically;
+    a metric an epoch lacks is an empty cell."""
+    names = sorted({k for entry in history for k in entry if k != "epoch"})
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, ["epoch", *names])
+    writer.writeheader()
+    writer.writerows(history)
+    atomic_write_text(path, text.getvalue())
 
 
 def _epochs(trainer: L.Trainer) -> str:

@@ -362,8 +362,9 @@ class ImageClassifier(L.LightningModule):
     # -- TensorBoard HParams ---------------------------------------------------------------
 
     def _log_hparams(self, split: str) -> None:
-        """Write hyper-parameters and the ``hp/<split>_*`` metrics TensorBoard compares runs by."""
-        if self._hparams_logged or not isinstance(self.logger, TensorBoardLogger):
+        """Write hyper-parameters to every logger, with the ``hp/<split>_*`` metrics that
+        TensorBoard's HParams view compares runs by for a TensorBoard logger."""
+        if self._hparams_logged or not self.loggers:
             return
         self._hparams_logged = True
         params = {k: v for k, v in self.hparams.items() if not k.startswith("_")}
@@ -373,7 +374,11 @@ class ImageClassifier(L.LightningModule):
             dm_params = getattr(datamodule, "hparams", {})
             params |= {f"data/{k}": v for k, v in dm_params.items() if not k.startswith("_")}
         names = ("acc1", "acc5", "loss")
-        self.logger.log_hyperparams(params, {f"hp/{split}_{n}": 0.0 for n in names})
+        for logger in self.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                logger.log_hyperparams(params, {f"hp/{split}_{n}": 0.0 for n in names})
+            else:
+                logger.log_hyperparams(params)
 
     def _log_final(self, split: str) -> None:
         values = getattr(self, f"{split}_metrics").compute()
