@@ -342,6 +342,9 @@ class QueryDetail:
     conditioning: float = 0.0
     """``lam * max|feature| / std(feature)`` of ``mixed`` (how much standardizing
     magnifies a rounding error of the feature similarity), else 0."""
+    magnitude: float = 0.0
+    """``sum_j |w_j| * max|v_j|`` over the selected neighbours: the size of the weighted sum
+    before its terms cancel (a float32 sum is off by a few ulps of this, not of the result)."""
 
 
 def select_slots(
@@ -441,7 +444,11 @@ def tokens_reference(
             neigh = [vals[toks[s]] if toks[s] < N else null_val for s in slots]
             row_out.append(aggregate(o, neigh, w, weight, pointwise_weight, bias))
             row_idx.append([toks[s] for s in slots])
-            row_det.append(QueryDetail(toks, scores, wscores, distinct, forced, slots, cond))
+            mag = sum(
+                abs(wj) * float(np.abs(nj).max(initial=0.0))
+                for wj, nj in zip(w, neigh, strict=True)
+            )
+            row_det.append(QueryDetail(toks, scores, wscores, distinct, forced, slots, cond, mag))
         outs.append(row_out)
         index.append(row_idx)
         details.append(row_det)

@@ -652,13 +652,19 @@ def check_config(c: dict) -> None:
                     "float32 weights differ from the exact weights of the same inputs"
                 )
         same = sel is not None and np.array_equal(sel.index.numpy(), ref["index"]) and cond < 100
+        # raw-score weights (z-scores, dot products) can sum to ~0 over values with a common
+        # offset: float32 then rounds at the size of sum |w| |v|, not of the output
+        magnitude = max((d.magnitude for row in ref["details"] for d in row), default=0.0)
+        if c["layer"] == "attention":
+            magnitude *= float(np.abs(layer.proj.weight.detach().double().numpy()).sum(1).max())
         if same and not known_defect(c, "f32"):
             for name in ("fast", "reference"):
                 if name == "reference" and known_defect(c, "f32-reference"):
                     continue
                 other, _ = run_layer(layer, x, c, backend=name)
                 err = float(np.abs(other.detach().double().numpy() - ref["out"]).max())
-                assert err <= 1e-5 * scale, f"float32 backend={name!r} off by {err:.3g}"
+                allowed = 1e-5 * scale + 1e-6 * magnitude
+                assert err <= allowed, f"float32 backend={name!r} off by {err:.3g} > {allowed:.3g}"
     if conv_special_case(c, layer) and not known_defect(c, "conv"):
         check_conv(layer, x.detach(), out.detach(), c)
 
