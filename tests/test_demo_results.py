@@ -13,13 +13,11 @@ Re-record after changing the demo grid or anything that moves its numbers::
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from training_helpers import run_grid
 
 from ablations.record import grid_digest
 from ablations.stats import converged, paired, summary
@@ -101,13 +99,7 @@ def test_one_demo_cell_trains_to_its_recorded_number(tmp_path: Path) -> None:
     grid["seeds"] = [0]
     grid.pop("baseline")
     grid["axes"]["layer"] = {"convnn": grid["axes"]["layer"]["convnn"]}
-    path = tmp_path / "one.yaml"
-    path.write_text(yaml.safe_dump(grid))
-    out = tmp_path / "out"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "ablations.cli", "run", str(path), "--out", str(out)]
-    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    out = run_grid(grid, tmp_path)
     (result,) = [json.loads(p.read_text()) for p in out.glob("*/result.json")]
     recorded = DEMO["settings"]["layer=convnn"]["seeds"]["0"]
     assert result["top1"] == pytest.approx(recorded["top1"], abs=1.0)

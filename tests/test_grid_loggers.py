@@ -7,13 +7,10 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import yaml
-from training_helpers import events, tiny_config, write_config
+from training_helpers import events, run_grid, tiny_config, write_config
 
 from ablations.grid import cell_loggers
 
@@ -56,13 +53,7 @@ def test_a_grid_cell_logs_to_the_users_csv_logger_and_its_own_table(tmp_path) ->
     base_path = write_config(tmp_path / "base.yaml", base)
     grid = {"name": "loggers", "base": str(base_path), "seeds": [0],
             "axes": {"k": {"k3": {"model.init_args.model_kwargs.k": 3}}}}  # fmt: skip
-    grid_path = tmp_path / "grid.yaml"
-    grid_path.write_text(yaml.safe_dump(grid))
-    out = tmp_path / "out"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "ablations.cli", "run", str(grid_path), "--out", str(out)]
-    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    out = run_grid(grid, tmp_path)
     (cell,) = [p.parent for p in out.glob("*/result.json")]
     assert json.loads((cell / "result.json").read_text())["status"] == "done"
     # the cell's own TensorBoard run, with its checkpoints, as before

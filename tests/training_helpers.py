@@ -68,6 +68,24 @@ def tiny_config(save_dir: Path, **model_args) -> dict:
     }
 
 
+def run_grid(grid: dict, tmp_path: Path) -> Path:
+    """``convnn-ablate run`` of ``grid`` (written to ``tmp_path/grid.yaml``) into
+    ``tmp_path/out`` in a fresh single-threaded process; asserts it succeeded and returns
+    the output directory."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(grid))
+    out = tmp_path / "out"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "ablations.cli", "run", str(path), "--out", str(out)]
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    return out
+
+
 def write_config(path: Path, config: dict) -> Path:
     path.write_text(yaml.safe_dump(config))
     return path
