@@ -25,7 +25,13 @@ from .runner import Job, read_json, read_state
 
 __all__ = ["CellProgress", "GridProgress", "duration", "estimate_left"]
 
-STYLE = {"pending": "dim", "running": "yellow", "done": "green", "failed": "red"}
+STYLE = {
+    "pending": "dim",
+    "running": "yellow",
+    "done": "green",
+    "failed": "red",
+    "interrupted": "magenta",  # preempted: resumes from its last.ckpt on the next run
+}
 
 
 @dataclass
@@ -33,7 +39,7 @@ class CellProgress:
     """One cell as the view sees it."""
 
     name: str
-    status: str  # pending | running | done | failed
+    status: str  # pending | running | done | failed | interrupted
     epoch: int | None = None
     max_epochs: int | None = None
     val_acc1: float | None = None  # fraction in [0, 1]
@@ -160,7 +166,7 @@ class GridProgress:
         for column in ("cell", "status", "epoch", "val/acc1", "elapsed"):
             table.add_column(column)
         for cell in cells:
-            if cell.status in ("running", "failed"):
+            if cell.status in ("running", "failed", "interrupted"):
                 status = f"[{STYLE[cell.status]}]{cell.status}[/]"
                 if cell.status == "running" and cell.fraction == 1:
                     status = f"[{STYLE['running']}]evaluating[/]"  # throughput, locality
@@ -180,7 +186,7 @@ class GridProgress:
             elif cell.status == "running":
                 acc = f"  val/acc1 {_acc(cell)}" if cell.val_acc1 is not None else ""
                 lines.append(f"{cell.name}: epoch {_epoch(cell)}{acc}")
-            elif cell.status in ("done", "failed"):
+            elif cell.status in ("done", "failed", "interrupted"):
                 acc = f"  top-1 {_acc(cell)}" if cell.val_acc1 is not None else ""
                 lines.append(f"{cell.name}: {cell.status}{acc}  ({duration(cell.elapsed_s)})")
                 ended = True

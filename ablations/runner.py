@@ -2,13 +2,22 @@
 
 A cell directory holds ``cell.json`` (its values), ``config.yaml`` (the complete merged
 config), ``version_<n>/`` (one per attempt: checkpoints, TensorBoard events), ``train.log``,
-``status.json`` (running/failed, rewritten), ``progress.json`` (the last finished epoch and
-its metrics, rewritten by ``convnn fit``) and, once finished, ``result.json`` (written
-atomically, never overwritten without ``rerun``). A restarted cell resumes from the newest
-``last.ckpt``; ``status.json`` keeps the ``versions`` its training went through, so that the
-result records the best epoch over all of them (:func:`best_epoch`) beside the last.
+``status.json`` (running/failed/interrupted, rewritten), ``progress.json`` (the last
+finished epoch and its metrics, rewritten by ``convnn fit``) and, once finished,
+``result.json`` (written atomically, never overwritten without ``rerun``). A restarted cell
+resumes from the newest ``last.ckpt``; ``status.json`` keeps the ``versions`` its training
+went through, so that the result records the best epoch over all of them
+(:func:`best_epoch`) beside the last.
 ``python -m ablations.runner CELL_DIR`` runs one cell; the local scheduler runs many, on CPU
 (``parallel``) or on distinct GPUs (``gpus``, ``gpus_per_cell``).
+
+Preemption: while a cell trains, ``SIGTERM``, ``SIGUSR1`` and ``SIGUSR2`` to the runner go
+on to its ``convnn fit``, which writes ``last.ckpt`` at its next step and exits with
+:data:`~lightning_modules.files.PREEMPTED` (:mod:`lightning_modules.preemption`); the runner
+waits for it (at most :data:`PREEMPT_GRACE_S`, then kills it), records the cell as
+``interrupted`` (resumable, not failed), then hands the signal to the handler it had set
+aside (submitit's requeues the job) and returns ``PREEMPTED``. The local scheduler passes
+such a signal on to its running cells the same way and starts no new one.
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -29,7 +39,12 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from lightning_modules.files import PROGRESS_FILE_ENV, atomic_write_json, atomic_write_text
+from lightning_modules.files import (
+    PREEMPTED,
+    PROGRESS_FILE_ENV,
+    atomic_write_json,
+    atomic_write_text,
+)
 
 from .grid import Cell, Grid, GridError, merged_config
 from .staleness import describe, stale_cells
@@ -49,6 +64,70 @@ __all__ = [
 ]
 
 BUSY = 75  # exit status of a cell already being run by another process
+
+PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
+"""Signals passed on to the running ``convnn fit`` (SLURM's ``--signal``, submitit's USR2)."""
+PREEMPT_GRACE_S = 120.0
+"""Seconds a signalled ``convnn fit`` has to write its checkpoint and exit before it is killed."""
+_received: list[int] = []  # the preemption signals this process passed on to a cell
+
+
+class _PassOn:
+    """While child processes run (``procs()``): a preemption signal to this process goes on
+    to each of them instead of ending it (and, through ``_die_with_parent``, them), recorded
+    in ``received``. A child started after the signal gets it at the next :meth:`pass_on`
+    (the owner calls it as it polls). The replaced handlers are restored at the exit of the
+    ``with``."""
+
+    def __init__(self, procs: Callable[[], Iterable[Any]]) -> None:
+        self.procs = procs
+        self.received: int | None = None
+        self.at = 0.0  # time.monotonic() of the first signal
+        self.previous: dict[int, Any] = {}
+        self._sent: set[int] = set()  # id() of the children that got it
+
+    def __enter__(self) -> _PassOn:
+        if threading.current_thread() is threading.main_thread():
+            self.previous = {s: signal.signal(s, self._handle) for s in PREEMPTION_SIGNALS}
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.received is None:
+            self.received, self.at = signum, time.monotonic()
+            _received.append(signum)
+        self.pass_on()
+
+    def pass_on(self) -> None:
+        """Send the signal received (if any) to every running child that has not had it."""
+        if self.received is None:
+            return
+        for proc in list(self.procs()):
+            if id(proc) not in self._sent and proc.poll() is None:
+                self._sent.add(id(proc))
+                proc.send_signal(self.received)
+
+    def wait(self, proc: subprocess.Popen, grace_s: float = PREEMPT_GRACE_S) -> int:
+        """``proc``'s exit status; killed ``grace_s`` seconds after a signal if still running."""
+        while True:
+            try:
+                return proc.wait(timeout=0.5)
+            except subprocess.TimeoutExpired:
+                self.pass_on()
+                if self.received is not None and time.monotonic() - self.at > grace_s:
+                    proc.kill()
+
+
+def _hand_on(signum: int) -> None:
+    """Call the handler that was set for ``signum`` before the runner passed it on (submitit's
+    checkpoints and requeues the job, and exits); the default action is not taken (the
+    runner returns :data:`PREEMPTED` instead of dying by the signal)."""
+    handler = signal.getsignal(signum)
+    if callable(handler):
+        handler(signum, None)
 
 
 def read_json(path: Path) -> Any:
@@ -224,17 +303,25 @@ def _fit(
     header: str = "",
 ) -> int:
     """Run ``convnn fit`` for the cell (from ``ckpt``), appending its output to
-    ``cell_dir / log_name`` after ``header``; returns its exit status."""
+    ``cell_dir / log_name`` after ``header``; returns its exit status, :data:`PREEMPTED` when
+    a preemption signal was passed on to it (:class:`_PassOn`) and it did not finish."""
     with open(cell_dir / log_name, "a") as log:
         log.write(header)
         log.flush()
-        return subprocess.call(
-            _fit_command(cell_dir, ckpt, extra),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            preexec_fn=_die_with_parent,
-        )
+        procs: list[subprocess.Popen] = []
+        with _PassOn(lambda: procs) as passing:
+            proc = subprocess.Popen(
+                _fit_command(cell_dir, ckpt, extra),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                preexec_fn=_die_with_parent,
+            )
+            procs.append(proc)
+            code = passing.wait(proc)
+    if passing.received is not None and code != 0:
+        return PREEMPTED  # stopped by the signal, whether it saved (PREEMPTED) or not yet
+    return code
 
 
 def run_cell(
@@ -252,6 +339,7 @@ def run_cell(
     evaluates the cell."""
     cell_dir = Path(cell_dir)
     extra = list(extra_args or [])
+    _received.clear()
     if rank:
         return _fit_rank(cell_dir, extra, rerun, rank)
     lock = open(cell_dir / ".lock", "w")  # noqa: SIM115  (held until the process exits)
@@ -282,6 +370,12 @@ def run_cell(
     versions += sorted(_versions(cell_dir) - before, key=lambda v: int(v[8:]))
     state["versions"] = versions  # this attempt's version directory too
     last = latest_checkpoint(cell_dir)
+    if _received:  # preempted: resumes from the newest last.ckpt (none: from the start)
+        interrupted = {**state, "status": "interrupted", "exit": code, "elapsed_s": elapsed}
+        interrupted["signal"] = signal.Signals(_received[0]).name
+        atomic_write_json(cell_dir / "status.json", {**interrupted, "resume_from": last})
+        _hand_on(_received[0])
+        return PREEMPTED
     if code != 0 or last is None:
         error = f"convnn fit exited with {code}" if code else "no last.ckpt written"
         failed = {**state, "status": "failed", "error": error, "elapsed_s": elapsed}
@@ -426,8 +520,18 @@ class Scheduler:
         pending = list(jobs)
         running: list[Job] = []
         self.on_change(jobs)
+        with _PassOn(lambda: [job.proc for job in running]) as passing:
+            self._loop(jobs, pending, running, passing)
+        return jobs
+
+    def _loop(self, jobs: list[Job], pending: list[Job], running: list[Job], passing: _PassOn):
+        """Start and poll cells until all ended; after a preemption signal (passed on to the
+        running cells) no pending cell starts."""
         while pending or running:
-            while pending and len(running) < self.parallel:
+            if passing.received is not None:
+                pending.clear()
+                passing.pass_on()  # also to a cell started as the signal came
+            while pending and len(running) < self.parallel and passing.received is None:
                 gpus: list[str] = []
                 if self.pool is not None:
                     gpus = self.pool.acquire(self.gpus_per_cell) or []
@@ -448,7 +552,6 @@ class Scheduler:
                 if self.pool is not None:
                     self.pool.release(job.gpus)
             self.on_change(jobs)  # every poll: running cells report epochs in between
-        return jobs
 
 
 def popen_launcher(extra_args: list[str], rerun: bool = False, log_dir: Path | None = None):

@@ -4,7 +4,10 @@ Resources come from the grid's ``slurm:`` mapping (submitit's ``AutoExecutor`` p
 without the ``slurm_`` prefix where submitit has a generic name: ``timeout_min``,
 ``gpus_per_node``, ``cpus_per_task``, ``mem_gb``, ``slurm_partition``, ...). A preempted or
 timed-out job is requeued by submitit (``checkpoint`` below) and resumes from the cell's
-newest ``last.ckpt``.
+newest ``last.ckpt``: submitit's signal (``USR2``, ``slurm_signal_delay_s`` = 90 s before the
+end) reaches the runner, which passes it on to the cell's ``convnn fit``; that writes
+``last.ckpt`` at its next step and exits, and only then does the runner let submitit requeue
+the job (:mod:`ablations.runner`), so a preemption costs minutes of training, not an epoch.
 
 A cell whose config sets ``trainer.num_nodes: N`` (N > 1) runs on N nodes with one task per
 GPU (``nodes=N``, ``tasks_per_node=gpus_per_node``, or the grid's ``tasks_per_node`` without
@@ -21,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from lightning_modules.files import PREEMPTED
 
 from .runner import gpu_args, run_cell
 
@@ -44,6 +49,11 @@ class CellJob:
     def __call__(self) -> int:
         rank = int(os.environ["SLURM_PROCID"]) if self.ranks else None
         code = run_cell(self.cell_dir, self.extra_args, rerun=self.rerun, rank=rank)
+        if code == PREEMPTED:  # not requeued by submitit (a SIGTERM): the next run resumes it
+            raise RuntimeError(
+                f"cell {self.cell_dir} was preempted; its last.ckpt is kept and it resumes "
+                "when the job is requeued or the grid is run again"
+            )
         if code != 0:
             log = "train.log" if not rank else f"train.rank{rank}.log"
             raise RuntimeError(f"cell {self.cell_dir} failed (exit {code}); see its {log}")

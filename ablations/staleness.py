@@ -17,8 +17,9 @@ import yaml
 
 __all__ = ["changed_keys", "describe", "stale_cells", "unpooled_settings"]
 
-RESULT_NEUTRAL = ("trainer.logger",)
-"""Config keys that record a run without changing it (a logger writes into the cell)."""
+RESULT_NEUTRAL = ("trainer.logger", "preemption")
+"""Config keys that record a run without changing it (a logger writes into the cell; the
+``preemption`` settings change which checkpoints are written, not what is trained)."""
 SEED_KEYS = ("seed_everything",)
 """Keys in which the seeds of one setting differ by design."""
 

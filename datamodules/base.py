@@ -14,8 +14,9 @@ subclass documents its split sizes).
 
 from __future__ import annotations
 
+import itertools
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Literal
 
 import lightning as L
@@ -85,6 +86,95 @@ class EpochShuffleSampler(RandomSampler):
         yield from torch.randperm(len(self.data_source), generator=generator).tolist()
 
 
+class _SkipOnce:
+    """A loader's index sampler whose next iteration to draw starts ``loader.skip`` items in
+    (then ``loader.skip`` is 0; read at the first draw: a worker iterator creates two and
+    draws from the second); its length stays the full one (Lightning counts an epoch's
+    batches with it)."""
+
+    def __init__(self, indices: Iterable[Any], loader: ResumableDataLoader) -> None:
+        self.indices = indices
+        self.loader = loader
+
+    def __len__(self) -> int:
+        return len(self.indices)  # type: ignore[arg-type]
+
+    def __iter__(self) -> Iterator[Any]:
+        skip, self.loader.skip = self.loader.skip, 0
+        yield from itertools.islice(iter(self.indices), skip, None)
+
+
+class _Deferred(Iterator[Any]):
+    """An iterator over a :class:`ResumableDataLoader` that starts the loader's own iterator
+    (and its workers) when the first batch is asked for."""
+
+    def __init__(self, loader: ResumableDataLoader) -> None:
+        self.loader = loader
+        self.iterator: Iterator[Any] | None = None
+
+    def __next__(self) -> Any:
+        if self.iterator is None:
+            self.iterator = self.loader._start()
+        return next(self.iterator)
+
+
+class ResumableDataLoader(DataLoader):
+    """The training ``DataLoader``: a run resumed from a checkpoint saved mid-epoch reads
+    exactly the batches an uninterrupted run reads next.
+
+    Lightning alone does not: it counts on from the saved batch but restarts the epoch's
+    order from its first batch; and with workers, the first iterator of a run draws its
+    indices when it is created, which a classifier's ``configure_optimizers`` does (through
+    ``trainer.estimated_stepping_batches``) before the checkpoint is restored and the
+    sampler's epoch is set, so a resumed run read its first epoch in epoch 0's order. Here an
+    iterator starts when its first batch is asked for: ``position()`` then says where the
+    fit stands (epoch, batches of it already done); the sampler is set to that epoch and the
+    iterator skips those batches (only their indices are drawn: no image is read).
+
+    ``state_dict`` is empty, there being nothing to save (the fit loop's progress in the
+    checkpoint is the position), and tells Lightning that the loader resumes mid-epoch.
+
+    Args:
+        position: ``(epoch, batches done)`` when training, else ``None`` (the DataModule
+            passes its trainer's; ``None``: an ordinary loader).
+        args, kwargs: ``DataLoader``'s.
+    """
+
+    def __init__(
+        self,
+        *args: Any,
+        position: Callable[[], tuple[int, int] | None] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.position = position
+        self.skip = 0  # items of the index sampler the next iterator skips
+
+    @property
+    def _index_sampler(self) -> Any:  # DataLoader's: what its iterators draw indices from
+        return _SkipOnce(super()._index_sampler, self)
+
+    def __iter__(self) -> Iterator[Any]:
+        return _Deferred(self) if self.position is not None else super().__iter__()
+
+    def _start(self) -> Iterator[Any]:
+        """The loader's iterator, from where the fit stands."""
+        where = self.position() if self.position is not None else None
+        if where is not None:
+            epoch, self.skip = where
+            for sampler in (self.sampler, self.batch_sampler):
+                if hasattr(sampler, "set_epoch"):
+                    sampler.set_epoch(epoch)
+        return super().__iter__()
+
+    def state_dict(self) -> dict[str, Any]:
+        """Nothing: the checkpoint's fit loop progress is where a resumed run goes on."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Nothing to restore (see :meth:`state_dict`)."""
+
+
 class ImageClassificationDataModule(L.LightningDataModule):
     """Base class: batch size and loader settings shared by every image-classification dataset.
 
@@ -106,8 +196,9 @@ class ImageClassificationDataModule(L.LightningDataModule):
 
     The training loader shuffles with an :class:`EpochShuffleSampler` (the order of an epoch
     depends only on the run's seed and the epoch number, so resumed runs read the same
-    batches), and drops the last incomplete batch when at least one full batch exists (no
-    batch of one image reaches batch norm). Validation, test and predict loaders keep every
+    batches; it is a :class:`ResumableDataLoader`, so a run resumed mid-epoch reads the rest
+    of that epoch), and drops the last incomplete batch when at least one full batch exists
+    (no batch of one image reaches batch norm). Validation, test and predict loaders keep every
     sample once, in order. ``test_dataloader`` serves the validation split unless the dataset
     has a separate test split (``has_test_split``).
     """
@@ -168,17 +259,30 @@ class ImageClassificationDataModule(L.LightningDataModule):
         return self.datasets[split]
 
     def loader(self, dataset: Dataset, train: bool) -> DataLoader:
+        """The loader of one split; the training one is a :class:`ResumableDataLoader`."""
         workers = self.num_workers
         drop_last = train and len(dataset) >= self.batch_size
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            sampler=EpochShuffleSampler(dataset) if train else None,
-            drop_last=drop_last,
-            num_workers=workers,
-            pin_memory=self.pin_memory and torch.cuda.is_available(),
-            persistent_workers=self.persistent_workers and workers > 0,
-        )
+        settings: dict[str, Any] = {
+            "batch_size": self.batch_size,
+            "drop_last": drop_last,
+            "num_workers": workers,
+            "pin_memory": self.pin_memory and torch.cuda.is_available(),
+            "persistent_workers": self.persistent_workers and workers > 0,
+        }
+        if not train:
+            return DataLoader(dataset, **settings)
+        sampler = EpochShuffleSampler(dataset)
+        return ResumableDataLoader(dataset, sampler=sampler, position=self._position, **settings)
+
+    def _position(self) -> tuple[int, int] | None:
+        """``(epoch, batches of it done)`` of the trainer's fit, read as an epoch's first
+        batch is drawn; ``None`` when no trainer is training (the loader then starts at the
+        beginning, in the sampler's epoch)."""
+        trainer = self.trainer
+        if trainer is None or not trainer.training:
+            return None
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.ready
+        return trainer.current_epoch, done
 
     def train_dataloader(self) -> DataLoader:
         return self.loader(self.dataset("train"), train=True)

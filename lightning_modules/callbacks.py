@@ -102,6 +102,10 @@ class EpochLog(L.Callback):
         bar = trainer.progress_bar_callback
         return self.always or bar is None or not sys.stdout.isatty()
 
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # a run resumed mid-epoch starts no epoch: its first line times the epoch's rest
+        self._start = time.perf_counter()
+
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._start = time.perf_counter()
         self._validated = False

@@ -33,6 +33,11 @@ __all__ = [
 PROGRESS_FILE_ENV = "CONVNN_PROGRESS_FILE"
 """Environment variable: a file where ``convnn fit`` writes each finished epoch as JSON."""
 
+PREEMPTED = 99
+"""Exit status of a ``convnn fit`` that a preemption signal stopped after it wrote its
+``last.ckpt`` (:mod:`lightning_modules.preemption`): resume from it, it did not fail. Here,
+free of torch, for the ablation runner."""
+
 
 def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any]) -> None:
     """Call ``write(f)`` on a temporary binary file, then atomically replace ``path`` with it."""

@@ -7,6 +7,7 @@ run writes.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -20,6 +21,7 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from convnn.errors import ConvNNError, cli_error, root_cause
 from datamodules import DataError, ImageClassificationDataModule
@@ -32,6 +34,7 @@ from .cli import DESCRIPTION, PROG
 from .cli_errors import ConvNNArgumentParser
 from .files import UsageError, check_writable
 from .notes import note
+from .preemption import PREEMPTED, PreemptionCheckpoint
 
 __all__ = ["CALLBACK_DEFAULTS", "CHECKPOINT_DEFAULTS", "TRAINER_DEFAULTS", "ConvNNCLI"]
 
@@ -174,6 +177,8 @@ class ConvNNCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.add_lightning_class_args(ModelCheckpoint, "last_checkpoint")
+        # last.ckpt on SIGTERM/SIGUSR1/SIGUSR2 and every n steps: lightning_modules.preemption
+        parser.add_lightning_class_args(PreemptionCheckpoint, "preemption")
         parser.set_defaults(CHECKPOINT_DEFAULTS)
         parser.set_defaults({"trainer.callbacks": CALLBACK_DEFAULTS})
         # image_size also sets the img_size of a model with a fixed input size (ViTs)
@@ -262,7 +267,10 @@ class ConvNNCLI(LightningCLI):
 
     def _run_subcommand(self, subcommand: str) -> None:
         """Check that the output directories can be written and that ``--ckpt_path`` fits the
-        model and the data, then run; bad input found here or while running is one line."""
+        model and the data, then run; bad input found here or while running is one line.
+        ``fit`` runs with the preemption signals caught (:mod:`lightning_modules.preemption`);
+        one that stops it before training (Lightning's own ``SIGTERM`` handling) exits with
+        :data:`~lightning_modules.preemption.PREEMPTED` too, not 0."""
         try:
             for what, directory in self.output_dirs().items():
                 check_writable(directory, what)
@@ -278,6 +286,11 @@ class ConvNNCLI(LightningCLI):
                     check_input_size(self.model.hparams.model, trained, data_size, ckpt_path)
                 check_state_dict(self.model, state, ckpt_path)
                 self.resume_from = state = None  # unmap the file before the restore reads it
-            super()._run_subcommand(subcommand)
+            preemption = [c for c in self.trainer.callbacks if isinstance(c, PreemptionCheckpoint)]
+            catching = preemption[0].catching() if subcommand == "fit" and preemption else None
+            with catching or contextlib.nullcontext():
+                super()._run_subcommand(subcommand)
         except (UsageError, DataError) as err:
             raise cli_error(PROG, err, cause=False) from None
+        except SIGTERMException:  # a SystemExit(None): exit status 0, as if it had finished
+            raise SystemExit(PREEMPTED) from None
