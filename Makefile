@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.install-stamp
 
-.PHONY: test test-long test-extra demo lint format bench
+.PHONY: test test-long test-extra demo study lint format bench
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,20 @@ test-extra: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m convnn.tools.demo
 	$(VENV)/bin/convnn-ablate run ablations/grids/quickstart.yaml --out runs/ablations/quickstart --parallel 2 --report
+
+# the spectrum study (docs/results.md): three tasks (local texture, long-range markers, digits)
+# x the layers from convolution to attention x 5 seeds, about an hour on 2 idle cores; each
+# grid's results are recorded in docs/results/spectrum_<task>.json
+STUDY := texture markers digits
+study: $(STAMP)
+	for task in $(STUDY); do \
+	  start=$$(date +%s); \
+	  $(VENV)/bin/convnn-ablate run ablations/grids/spectrum_$$task.yaml \
+	    --out runs/ablations/spectrum_$$task --parallel 2 --report || exit 1; \
+	  $(PY) -m ablations.record runs/ablations/spectrum_$$task \
+	    ablations/grids/spectrum_$$task.yaml docs/results/spectrum_$$task.json \
+	    --wall-time $$(( $$(date +%s) - start )) || exit 1; \
+	done
 
 format: $(STAMP)
 	$(PY) -m ruff format .

@@ -8,6 +8,7 @@ from .base import DataError, ImageClassificationDataModule, TensorImageDataset
 from .cifar import CIFAR10DataModule, CIFAR100DataModule
 from .digits import DigitsDataModule
 from .folder import ImageNetDataModule
+from .structure import MarkersDataModule, TextureDataModule
 from .synthetic import SyntheticDataModule, synthetic_images
 
 __all__ = [
@@ -17,7 +18,9 @@ __all__ = [
     "DigitsDataModule",
     "ImageClassificationDataModule",
     "ImageNetDataModule",
+    "MarkersDataModule",
     "SyntheticDataModule",
     "TensorImageDataset",
+    "TextureDataModule",
     "synthetic_images",
 ]

@@ -22,7 +22,14 @@ from ..options import ConvNNOptions, option_values
 from ..validation import check_choice, check_ratio, suggestion
 from .convert import ATTENTION_OPTIONS, CONV_OPTIONS, convert
 
-__all__ = ["OPTION_NAMES", "baseline_cfg", "build_convnn_model", "cifar_cfg", "pop_options"]
+__all__ = [
+    "ATTENTION_PRESETS",
+    "OPTION_NAMES",
+    "baseline_cfg",
+    "build_convnn_model",
+    "cifar_cfg",
+    "pop_options",
+]
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
@@ -36,6 +43,51 @@ the kernel's taps), not the exact special case that ``convert`` starts from."""
 
 ATTENTION_DEFAULTS_ALL = {**option_values(ConvNNOptions()), **ATTENTION_DEFAULTS}
 """Options of converted attention: :class:`~convnn.ConvNNAttention`'s defaults."""
+
+
+ATTENTION_PRESETS: dict[str, dict[str, Any]] = {
+    "kvt": dict(similarity="dot", weighting="softmax", kernel="sum", candidates="all"),
+    "neighborhood": dict(
+        similarity="dot",
+        weighting="softmax",
+        kernel="sum",
+        candidates="window",
+        window_border="shift",
+    ),
+}
+"""``layer`` values of the ViTs that name a published attention variant (SPEC §2), each a
+ConvNN-attention with these options fixed:
+
+- ``"kvt"``: KVT top-k attention (scores outside each query's ``k`` highest set to
+  ``-inf``, then softmax attention); ``k`` is free (default 9).
+- ``"neighborhood"``: neighborhood attention (NATTEN): each query attends to the
+  ``window_size x window_size`` window around it (default 3), shifted inward at borders;
+  ``k = window_size**2``.
+
+An option the preset fixes may be given only with the preset's value."""
+
+
+def preset_options(layer: str, options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` with the settings of the attention preset ``layer`` (see
+    :data:`ATTENTION_PRESETS`); an option given with another value is an ``OptionError``."""
+    fixed = dict(ATTENTION_PRESETS[layer])
+    if layer == "neighborhood":
+        size = options.get("window_size", 3)
+        side = size if isinstance(size, int) else None
+        if side is None:
+            raise OptionError(
+                f"layer='neighborhood' takes an int window_size (a square window), got {size!r}",
+                key="window_size",
+            )
+        fixed.update(window_size=side, k=side * side)
+    for name, value in fixed.items():
+        if name in options and options[name] != value:
+            raise OptionError(
+                f"layer={layer!r} fixes {name}={value!r} (got {name}={options[name]!r}); "
+                f"leave it out or use layer='convnn'",
+                key=name,
+            )
+    return {**options, **fixed}
 
 
 def pop_options(kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -88,14 +140,18 @@ def build_convnn_model(
 
     Args:
         layer: ``baseline`` (``"conv"`` or ``"attention"``: the unmodified model),
-            ``"convnn"`` or ``"branching"``.
+            ``"convnn"``, ``"branching"`` or, for attention, a preset of
+            :data:`ATTENTION_PRESETS` (``"kvt"``, ``"neighborhood"``).
         branch_ratio: ConvNN share of each branching layer (channels or heads).
         include: module-name patterns to convert (``None``: every candidate).
         kwargs: timm model arguments and ConvNN options together.
     """
-    check_choice("layer", layer, [baseline, "convnn", "branching"])
+    presets = list(ATTENTION_PRESETS) if baseline == "attention" else []
+    check_choice("layer", layer, [baseline, "convnn", "branching", *presets])
     check_ratio("branch_ratio", branch_ratio)
     options = pop_options(kwargs)
+    if layer in presets:
+        options, layer = preset_options(layer, options), "convnn"
     try:
         model = create_baseline(variant, pretrained, **kwargs)
     except TypeError as err:  # a keyword neither timm nor ConvNN knows

@@ -38,6 +38,7 @@ CONV_OPTIONS = OPTION_NAMES | {"pos_grid_size"}
 """Options that ``convert`` passes to converted convolutions."""
 
 ATTENTION_OPTIONS = OPTION_NAMES | {"pos_grid_size", "grid_size", "num_prefix_tokens"}
+ATTENTION_OPTIONS |= {"kernel_init"}
 """Options that ``convert`` passes to converted attention."""
 
 _CONVNN_MODULES = (ConvNN1d, ConvNN2d, ConvNNAttention, BranchingConv2d)

@@ -25,6 +25,7 @@ from ._common import create_convnn_model
 __all__ = ["CifarVGG"]
 
 VGG_CFGS: dict[str, tuple[int | str, ...]] = {
+    "vgg_mini": (16, 32, 32),
     "vgg11": (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),
     "vgg13": (64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),
     "vgg16": (
@@ -39,7 +40,8 @@ VGG_CFGS: dict[str, tuple[int | str, ...]] = {
 
 
 class CifarVGG(nn.Module):
-    """VGG with batch norm: ``(B, in_chans, H, W) -> (B, num_classes)``, ``H, W`` >= 32.
+    """VGG with batch norm: ``(B, in_chans, H, W) -> (B, num_classes)``, ``H, W`` at least
+    ``2**pools`` (32 for the VGG-11 to 19 layouts).
 
     Args:
         cfg: channels of the 3x3 convolutions, ``"M"`` for a 2x2 max-pool.
@@ -137,6 +139,14 @@ default_cfgs = generate_default_cfgs(
         for name in VGG_CFGS
     }
 )
+
+
+@register_model
+def convnn_vgg_mini(pretrained: bool = False, **kwargs: Any) -> CifarVGG:
+    """Three 3x3 convolutions (16, 32, 32 channels, no pooling: a 7x7 receptive field) and a
+    global average, for small inputs (the spectrum study's 16x16 tasks, docs/results.md):
+    about 14k parameters."""
+    return _create_vgg("convnn_vgg_mini", pretrained, **kwargs)
 
 
 @register_model

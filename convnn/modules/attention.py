@@ -27,7 +27,7 @@ from ..errors import OptionError
 from ..functional import Grid, convnn
 from ..ops.aggregation import weight_shapes
 from ..options import ConvNNOptions, make_options, options_repr
-from ..validation import check_input, check_positive_int
+from ..validation import check_choice, check_input, check_positive_int
 from .branching import convnn_share
 
 ATTENTION_DEFAULTS: dict[str, Any] = dict(
@@ -35,6 +35,11 @@ ATTENTION_DEFAULTS: dict[str, Any] = dict(
 )
 """ConvNNAttention's defaults where they differ from :class:`~convnn.ConvNNOptions`'s:
 KVT-style top-9 attention, shifted (NATTEN) windows."""
+
+
+KERNEL_INITS = ("kaiming", "ones")
+"""``kernel_init`` values: ``kaiming`` (uniform, as ``nn.Linear``) or ``ones`` (a
+``depthwise`` kernel that starts as the ``sum`` kernel, as the authors' attention layer)."""
 
 
 def _grid_pair(grid_size: tuple[int, int]) -> tuple[int, int]:
@@ -54,7 +59,9 @@ class ConvNNAttention(nn.Module):
     so timm ViT weights load. Spatial options read the tokens as ``num_prefix_tokens``
     prefix tokens then a ``grid_size`` ``(H, W)`` patch map (default: square). Neighbors
     are selected per head. The ConvNN options follow :class:`convnn.ConvNNOptions`;
-    kernels act on the head dimension and are shared by the heads.
+    kernels act on the head dimension and are shared by the heads. ``kernel_init``
+    (:data:`KERNEL_INITS`): ``"ones"`` starts a ``depthwise`` kernel as the ``sum`` kernel, as
+    the authors' attention layer does; ``"kaiming"`` (default) draws it as ``nn.Linear`` does.
 
     ``float32_selection`` (class attribute, default ``True``; set it on an instance or on
     the class): under autocast, the q and k that select neighbors are projected again in
@@ -86,6 +93,7 @@ class ConvNNAttention(nn.Module):
         pos_grid_size: tuple[int, int] = (14, 14),
         grid_size: tuple[int, int] | None = None,
         convnn_heads: int | None = None,
+        kernel_init: str = "kaiming",
         **overrides: Any,
     ) -> None:
         super().__init__()
@@ -138,9 +146,19 @@ class ConvNNAttention(nn.Module):
         if positional_encoding == "learned" and self.convnn_heads:
             self.pos_table = nn.Parameter(torch.zeros(self.head_dim, *pos_grid_size, **dd))
             nn.init.trunc_normal_(self.pos_table, std=0.02)
+        check_choice("kernel_init", kernel_init, KERNEL_INITS)
+        if kernel_init == "ones" and kernel != "depthwise":
+            raise OptionError(
+                f"kernel_init='ones' needs kernel='depthwise' (got kernel={kernel!r}); "
+                "allowed otherwise: 'kaiming'",
+                key="kernel_init",
+            )
+        self.kernel_init = kernel_init
         for p in (self.weight, self.pointwise_weight):
             if p is not None:
                 nn.init.kaiming_uniform_(p, a=math.sqrt(5))
+        if kernel_init == "ones" and self.weight is not None:
+            nn.init.ones_(self.weight)  # starts as the sum kernel (the authors' attention)
 
     def token_grid(self, num_tokens: int) -> Grid | None:
         """The layout of ``num_tokens`` tokens: ``num_prefix_tokens`` then the ``grid_size``
@@ -284,6 +302,7 @@ class ConvNNAttention(nn.Module):
             f"num_heads={self.num_heads}, head_dim={self.head_dim}, "
             f"convnn_heads={self.convnn_heads}, num_prefix_tokens={self.num_prefix_tokens}, "
             + (f"grid_size={self.grid_size}, " if self.grid_size else "")
+            + (f"kernel_init={self.kernel_init!r}, " if self.kernel_init != "kaiming" else "")
             + options_repr(self.options)
         )
 
