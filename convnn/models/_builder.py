@@ -2,7 +2,9 @@
 
 Every variant is built by timm exactly as its baseline (so parameter counts,
 initialization and ``pretrained=True`` are timm's: weights load into the baseline
-first) and its selected layers are then converted. The ConvNN options default to
+first) and its selected layers are then converted. Weights saved from a converted model
+(``timm.models.save_for_hf``, ``convnn export``), whose keys the baseline does not have,
+load into the converted model instead. The ConvNN options default to
 those of :class:`~convnn.ConvNN2d` (convolution models) and
 :class:`~convnn.ConvNNAttention` (ViTs).
 """
@@ -13,7 +15,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from timm.models import get_pretrained_cfg
+from timm.models import get_pretrained_cfg, load_pretrained
 from torch import nn
 
 from ..errors import OptionError
@@ -152,22 +154,44 @@ def build_convnn_model(
     options = pop_options(kwargs)
     if layer in presets:
         options, layer = preset_options(layer, options), "convnn"
+    defaults = ATTENTION_DEFAULTS_ALL if baseline == "attention" else CONV_DEFAULTS
+    settings = {**defaults, **options}
+
+    def converted(model: nn.Module) -> nn.Module:
+        if layer == baseline:
+            return model
+        return convert(
+            model,
+            layer,  # type: ignore[arg-type]
+            include=include,
+            branch_ratio=branch_ratio,
+            mix=mix,
+            **settings,
+        )
+
     try:
-        model = create_baseline(variant, pretrained, **kwargs)
-    except TypeError as err:  # a keyword neither timm nor ConvNN knows
+        return converted(_baseline(create_baseline, variant, pretrained, kwargs))
+    except RuntimeError as err:  # weights saved from a converted model: its keys, not timm's
+        if not (pretrained and layer != baseline and "state_dict" in str(err)):
+            raise
+    model = converted(_baseline(create_baseline, variant, False, kwargs))
+    load_pretrained(
+        model,
+        pretrained_cfg=model.pretrained_cfg,
+        num_classes=model.num_classes,
+        in_chans=kwargs.get("in_chans", 3),
+    )
+    return model
+
+
+def _baseline(create_baseline: Any, variant: str, pretrained: bool, kwargs: dict) -> nn.Module:
+    """``create_baseline(variant, pretrained, **kwargs)``; a keyword neither timm nor ConvNN
+    knows is an ``OptionError`` naming it."""
+    try:
+        return create_baseline(variant, pretrained, **kwargs)
+    except TypeError as err:
         name = re.search(r"unexpected keyword argument '(\w+)'", str(err))
         if name is None:
             raise
         hint = suggestion(name[1], OPTION_NAMES) or " (not a timm argument of this model)"
         raise OptionError(f"unknown ConvNN options [{name[1]!r}]{hint}", key=name[1]) from err
-    if layer == baseline:
-        return model
-    defaults = ATTENTION_DEFAULTS_ALL if baseline == "attention" else CONV_DEFAULTS
-    return convert(
-        model,
-        layer,  # type: ignore[arg-type]
-        include=include,
-        branch_ratio=branch_ratio,
-        mix=mix,
-        **{**defaults, **options},
-    )
