@@ -32,6 +32,7 @@ from convnn.validation import check_choice
 
 from .checkpoint_io import check_state_dict
 from .files import UsageError
+from .init_weights import load_initial_weights
 from .notes import note
 from .optim import LRSchedule, build_optimizer
 from .seeding import run_seed, seed_all, step_seed
@@ -161,6 +162,13 @@ class ImageClassifier(L.LightningModule):
             every ``step_size`` epochs) or ``none``, each after ``warmup_epochs`` of linear
             warm-up.
         compile: ``torch.compile`` the network (in place; checkpoint keys unchanged).
+        init_from: start from these weights, not from scratch (fine-tuning; not a resume:
+            the optimizer, schedule and epoch start afresh): a Lightning checkpoint, a
+            safetensors or torch state-dict file, or an exported directory, of this model
+            or of its timm baseline. A head of another class count is re-initialised, a ViT
+            position embedding resampled to ``image_size``, each said in one line; weights
+            of another architecture are an error naming the keys
+            (:mod:`lightning_modules.init_weights`).
     """
 
     def __init__(
@@ -191,6 +199,7 @@ class ImageClassifier(L.LightningModule):
         step_size: int = 30,
         gamma: float = 0.1,
         compile: bool = False,
+        init_from: str | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -202,6 +211,22 @@ class ImageClassifier(L.LightningModule):
         image_size, model_kwargs = _follow_image_size(model, image_size, dict(model_kwargs or {}))
         self.image_size = image_size  # the side of the inputs the network takes
         self.model = _create_model(model, num_classes, in_chans, model_kwargs)
+        if init_from is not None:
+            self.model = load_initial_weights(
+                self.model,
+                init_from,
+                rebuild=lambda file, classes: _create_model(
+                    model,
+                    num_classes,
+                    in_chans,
+                    {
+                        **model_kwargs,
+                        "pretrained": True,
+                        "pretrained_cfg_overlay": {"file": file}
+                        | ({} if classes is None else {"num_classes": classes}),
+                    },
+                ),
+            )
         _check_sizes(self.model, model, (in_chans, image_size, image_size), model_kwargs)
         self.ema = None
         if ema:
