@@ -121,7 +121,16 @@ def axis_figure(axis: str, axes: list[str], rows: list[dict[str, Any]], info: di
             chance, color="gray", linestyle="--", linewidth=1, label=f"chance ({chance:.1f}%)"
         )
     if not numeric:
-        ax.set_xticks(range(len(values)), [str(v) for v in values])
+        labels = [str(v) for v in values]
+        # long category names side by side overlap: slanted, right-aligned at their tick
+        slant = sum(len(label) for label in labels) > 60
+        ax.set_xticks(
+            range(len(values)),
+            labels,
+            rotation=30 if slant else 0,
+            ha="right" if slant else "center",
+            rotation_mode="anchor",
+        )
         ax.set_xlim(-0.5, len(values) - 0.5)
     elif log:
         ax.set_xscale("log", base=2)

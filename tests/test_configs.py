@@ -47,6 +47,7 @@ def shrink(arch: str) -> list[str]:
 def cases() -> list[tuple[str, list[str], list[str]]]:
     """``(id, config files, overrides)`` of every config, alone or on its complete default."""
     out = [("quickstart", ["quickstart.yaml"], [])]  # real digits: no download needed
+    out.append(("spectrum", ["spectrum.yaml"], []))  # generated markers: nothing to download
     for dataset, classes in (("cifar10", 10), ("cifar100", 100)):
         out.append((dataset, [f"{dataset}.yaml"], synthetic(classes, 32)))
     for path in sorted((CONFIGS / "cifar").glob("*.yaml")):
