@@ -98,6 +98,10 @@ def installed_version(name: str) -> str | None:
         return None
 
 
+GPU_EXTRAS = ("train", "slurm", "report")
+"""The extras of pyproject.toml the GPU check needs beside torch (the dev tools aside)."""
+
+
 def resolve(dependencies: list[str], folder: Path) -> tuple[dict[str, tuple], list[str]]:
     """The wheels of ``folder`` to install (``{name: (wheel, version, requires)}``) so that
     every one of ``dependencies`` holds, and warnings (an unsuitable installed version with
@@ -195,7 +199,13 @@ def main(argv: list[str] | None = None) -> None:
     if args.selfcheck:
         return selfcheck(args.selfcheck)
     start = time.monotonic()
-    dependencies = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    project_table = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = project_table.get("optional-dependencies", {})
+    # the operator library's own dependencies, then what training and the grids need
+    dependencies = [
+        *project_table["dependencies"],
+        *(d for extra in GPU_EXTRAS for d in extras.get(extra, [])),
+    ]
     chosen, warnings = resolve(dependencies, args.wheels)
     for line in warnings:
         print(f"gpu_setup: warning: {line}", flush=True)

@@ -161,6 +161,7 @@ def test_every_recipe_pipeline_is_drawn_from() -> None:
         "datamodules.DigitsDataModule",
         "datamodules.ImageNetDataModule",
         "datamodules.ImageNetDataModule",
+        "datamodules.MarkersDataModule",  # configs/spectrum.yaml
     ]
     policies = {data["init_args"].get("auto_augment") for data in PIPELINES.values()}
     assert {"rand-m9-mstd0.5-inc1", "rand-m7-mstd0.5-inc1"} <= policies
