@@ -116,7 +116,8 @@ def load_initial_weights(
     as its timm baseline's weights (``file``: a temporary copy of them, ``classes``: the
     class count of their head). Each adaptation is one line; weights that fit neither raise a
     ``UsageError`` naming the keys."""
-    state = read_weights(path)
+    stored = read_weights(path)
+    state = dict(stored)  # adapted below; ``stored`` goes to ``rebuild`` as read
     lines = []
     resampled = _resample_position_embedding(model, state)
     if resampled:
@@ -138,7 +139,7 @@ def load_initial_weights(
         try:
             with tempfile.TemporaryDirectory() as tmp:
                 file = Path(tmp) / "weights.pth"
-                torch.save(read_weights(path), file)
+                torch.save(stored, file)
                 built = rebuild(str(file), classes)
         except (RuntimeError, KeyError, ValueError) as err:  # nor does the baseline
             raise UsageError(
