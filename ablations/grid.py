@@ -20,7 +20,7 @@ A grid is YAML::
     baseline: {k: 9}                    # the setting differences are taken to (default:
                                         # the first setting, every axis at its first value)
     paper:                              # published top-1 of settings: a row of
-      - {setting: {k: 9}, row: vit_b16_convnn_all_k9}   # ablations/paper.py, or a number
+      - {setting: {k: 9}, row: vit_b16_convnn_all_k9}   # lightning_modules/paper.py, or a number
       - {setting: {k: 16}, top1: 81.6, label: "ViT-B/16 all k=16"}
     slurm: {timeout_min: 2880, gpus_per_node: 1, cpus_per_task: 8}
 
@@ -46,7 +46,7 @@ from typing import Any
 
 import yaml
 
-from convnn.errors import ConvNNError, OptionError, root_cause
+from convnn.errors import GridError, OptionError, root_cause
 from lightning_modules.class_switch import SECTIONS, drop_foreign_init_args, switch_line
 
 __all__ = ["Axis", "Cell", "Grid", "GridError", "cell_loggers", "load_grid", "merged_config"]
@@ -54,10 +54,6 @@ __all__ += ["validate_cell"]
 
 ROOT = Path(__file__).resolve().parent.parent
 DELETE = "__delete__"
-
-
-class GridError(ConvNNError, ValueError):
-    """A grid file or one of its cells is invalid; the message names the cell and key."""
 
 
 @dataclass
@@ -270,7 +266,7 @@ def _baseline(rule: Any, path: Path) -> dict[str, Any] | None:
 
 
 def _paper_entry(entry: Any, path: Path) -> dict[str, Any]:
-    from .paper import parse_entry
+    from lightning_modules.paper import parse_entry
 
     try:
         return parse_entry(entry)

@@ -22,10 +22,6 @@ from typing import Any
 __all__ = ["axis_figure", "dodge", "plot_axes"]
 
 
-def _sortable(value: Any) -> tuple[int, Any]:
-    return (0, value) if isinstance(value, (int, float)) else (1, str(value))
-
-
 def _numeric(values: list[Any]) -> bool:
     return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
 

@@ -7,7 +7,7 @@ A number quoted in the README or the docs comes from such a file: per setting th
 seed's last-epoch and best-epoch top-1 and whether it converged (:func:`ablations.stats.
 converged`), the mean, std and 95% interval, and the difference to the baseline paired by
 seed. The file also holds the grid file's SHA-256, so that a test notices a grid edited
-after its results were recorded (``tests/test_demo_results.py``), and the code version the
+after its results were recorded (``tests/ablations/test_demo_results.py``), and the code version the
 cells were trained with.
 """
 
@@ -18,6 +18,8 @@ import hashlib
 import json
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from lightning_modules.files import atomic_write_text
 
@@ -32,8 +34,12 @@ SUMMARY_KEYS = ("mean", "std", "ci_low", "ci_high")
 
 
 def grid_digest(path: Path) -> str:
-    """SHA-256 of the grid file's bytes."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    """SHA-256 of the grid file's content: its parsed YAML as canonical JSON, so that an edit
+    of its comments or layout keeps the results recorded from it, and any change of a value
+    does not."""
+    content = yaml.safe_load(Path(path).read_text())
+    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def _code_version(cells: list[dict[str, Any]]) -> dict[str, Any] | None:

@@ -8,7 +8,7 @@ the Student-t 95% interval of the mean (:mod:`ablations.stats`), the difference 
 grid's baseline setting paired by seed with its own 95% interval and whether that interval
 excludes 0; the best epoch's top-1 (the runner records it beside the last epoch's: the
 ``top-1`` columns) and which epochs those were; and, where the grid maps the setting to a
-published row (``paper:``, :mod:`ablations.paper`), the paper's top-1, the statistic it is
+published row (``paper:``, :mod:`lightning_modules.paper`), the paper's top-1, the statistic it is
 (the best epoch for every published row) and measured mean - paper on that same statistic.
 One seed shows the value alone; its interval columns say ``n/a``. Cells with a
 ``locality.json`` (the runner writes one after training) add the locality columns
@@ -28,10 +28,11 @@ from typing import Any
 
 import yaml
 
+from convnn.errors import GridError
 from lightning_modules.files import atomic_write_text
+from lightning_modules.paper import STATISTICS, statistic_of
 
-from .grid import Grid, GridError
-from .paper import STATISTICS, statistic_of
+from .grid import Grid
 from .runner import read_json, read_state
 from .staleness import unpooled_settings
 from .stats import CONVERGED_POINTS, CONVERGED_WINDOW, LEVEL, Summary, converged, paired, summary
@@ -88,7 +89,7 @@ def _best_of_old_cell(cell_dir: Path, row: dict[str, Any]) -> dict[str, Any]:
     if not last.is_file():
         return {}
     from lightning_modules.checkpoint_io import CheckpointError, load_checkpoint
-    from lightning_modules.evaluate import checkpoint_info
+    from lightning_modules.evaluation import checkpoint_info
 
     from .runner import _lineage, best_epoch
 
@@ -103,7 +104,7 @@ def _best_of_old_cell(cell_dir: Path, row: dict[str, Any]) -> dict[str, Any]:
 
 def _locality_layers(cell_dir: Path) -> dict[str, Any] | None:
     """The ``layers`` of the cell's ``locality.json`` (written after training by the runner,
-    :func:`lightning_modules.inspect.checkpoint_locality`), or ``None``."""
+    :func:`lightning_modules.locality.checkpoint_locality`), or ``None``."""
     locality = read_json(cell_dir / "locality.json")
     return (locality.get("layers") if isinstance(locality, dict) else None) or None
 

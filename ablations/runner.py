@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from convnn.errors import GridError
 from lightning_modules.files import (
     PREEMPTED,
     PROGRESS_FILE_ENV,
@@ -46,11 +47,11 @@ from lightning_modules.files import (
     atomic_write_text,
 )
 
-from .grid import Cell, Grid, GridError, merged_config
+from .grid import Cell, Grid, merged_config
 from .staleness import describe, stale_cells
 
 if TYPE_CHECKING:  # annotations only: the runner imports no torch until a cell is evaluated
-    from lightning_modules.evaluate import Run
+    from lightning_modules.evaluation import Run
 
 __all__ = [
     "GpuPool",
@@ -190,13 +191,13 @@ def best_epoch(
     (one per attempt; a resumed attempt starts its own best checkpoint, since Lightning keeps
     no scores across directories): ``best_top1`` (%), ``best_epoch`` (1-based),
     ``best_checkpoint``, ``best_source``. Scores are the ``val/acc1`` of the best checkpoints
-    those attempts wrote (:func:`lightning_modules.evaluate.checkpoint_info`); the last epoch
+    those attempts wrote (:func:`lightning_modules.evaluation.checkpoint_info`); the last epoch
     counts with ``last_top1``, its evaluation (``last``: the last checkpoint's info), which
     also stands for the best when the last epoch is the best, so best >= last. Ties: the
     earliest epoch. Without best checkpoints (no ``val/acc1`` monitor) every field is
     ``None``."""
     from lightning_modules.checkpoint_io import CheckpointError, load_checkpoint
-    from lightning_modules.evaluate import checkpoint_info
+    from lightning_modules.evaluation import checkpoint_info
 
     found = []
     for version in versions:
@@ -414,7 +415,7 @@ def run_cell(
 def _evaluate(ckpt: Path) -> dict[str, Any]:
     import torch
 
-    from lightning_modules.evaluate import evaluate, load_run
+    from lightning_modules.evaluation import evaluate, load_run
 
     gpu = torch.cuda.is_available() and os.environ.get("CUDA_VISIBLE_DEVICES", "x") != ""
     accelerator = "gpu" if gpu else "cpu"
@@ -433,8 +434,8 @@ def write_locality(ckpt: Path, accelerator: str = "cpu", run: Run | None = None)
     ConvNN layers' locality statistics over up to :data:`LOCALITY_IMAGES` validation images
     (``convnn inspect`` without pictures), for the report's locality columns. A failure is
     recorded in the file (``error``) and printed; it does not fail the trained cell.
-    ``run``: the checkpoint already loaded (:func:`lightning_modules.evaluate.load_run`)."""
-    from lightning_modules.inspect import checkpoint_locality
+    ``run``: the checkpoint already loaded (:func:`lightning_modules.evaluation.load_run`)."""
+    from lightning_modules.locality import checkpoint_locality
 
     path = ckpt.parent.parent.parent / "locality.json"
     try:
@@ -460,7 +461,7 @@ class GpuPool:
 
     def acquire(self, n: int) -> list[str] | None:
         if n > self.total:
-            raise ValueError(f"gpus_per_cell={n} but only {self.total} GPUs given")
+            raise GridError(f"--gpus-per-cell {n} but only {self.total} GPUs given (--gpus)")
         if len(self.free) < n:
             return None
         taken, self.free = self.free[:n], self.free[n:]
@@ -500,7 +501,9 @@ class Scheduler:
         self.gpus_per_cell = gpus_per_cell
         if self.pool is not None:
             if gpus_per_cell > self.pool.total:
-                raise ValueError(f"gpus_per_cell={gpus_per_cell} but only {self.pool.total} GPUs")
+                raise GridError(
+                    f"--gpus-per-cell {gpus_per_cell} but only {self.pool.total} GPUs (--gpus)"
+                )
             parallel = self.pool.total // gpus_per_cell
         self.parallel = parallel
         self.threads = threads_per_cell

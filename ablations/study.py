@@ -5,9 +5,9 @@ results ``docs/results/spectrum_<task>.json`` (:mod:`ablations.record`).
     python -m ablations.study --write    # rewrite the generated blocks of the docs
 
 docs/results.md (and the README's summary) hold each generated block between
-``<!-- study:NAME -->`` and ``<!-- /study -->``; ``tests/test_study_results.py`` fails when
-a block differs from what this module computes from the data, so the documented numbers
-cannot drift from it.
+``<!-- study:NAME -->`` and ``<!-- /study -->``; ``tests/ablations/test_study_results.py``
+fails when a block differs from what this module computes from the data, so the documented
+numbers cannot drift from it.
 
 Each verdict is a rule on paired differences over seeds (same seed, same data order) with
 Student-t 95% intervals: ``reproduced`` when the intervals show what the claim says (a gain:

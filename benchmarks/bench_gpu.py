@@ -247,7 +247,7 @@ def run_cases(args: argparse.Namespace) -> None:
 
 def train_quickstart(accelerator: str, precision: str, steps: int, seed: int, out: str) -> float:
     """Validation top-1 after ``steps`` steps of the quickstart from ``seed``."""
-    from lightning_modules.lightning_cli import ConvNNCLI
+    from lightning_modules.cli.lightning import ConvNNCLI
 
     args = ["fit", "-c", str(ROOT / "configs" / "quickstart.yaml"), "--seed_everything", str(seed),
             "--trainer.max_steps", str(steps), "--trainer.accelerator", accelerator,

@@ -96,7 +96,7 @@ CUBLAS=(env CUBLAS_WORKSPACE_CONFIG=:4096:8)  # cuBLAS under deterministic mode
 run doctor sh -c "\"$PY\" -m lightning_modules.cli doctor --json > \"$J/doctor.json\"; rc=\$?; \"$PY\" -m lightning_modules.cli doctor; exit \$rc"
 run selfcheck "$PY" benchmarks/gpu_setup.py --selfcheck "$J/doctor.json"
 run cuda-tests "${CUBLAS[@]}" "$PY" -m pytest -q -x -p no:cacheprovider -k cuda \
-    tests/test_triton.py tests/test_fast_paths.py tests/test_deterministic.py
+    tests/convnn/test_triton.py tests/convnn/test_fast_paths.py tests/convnn/test_deterministic.py
 run deterministic "${CUBLAS[@]}" "$PY" benchmarks/bench_deterministic.py --json "$J/deterministic.json"
 run bench "$PY" benchmarks/bench_gpu.py cases --json "$J/bench.json"
 run compile "$PY" benchmarks/bench_gpu.py compile --json "$J/compile.json"

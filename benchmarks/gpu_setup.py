@@ -157,7 +157,7 @@ def preflight() -> None:
     from lightning.pytorch.cli import _JSONARGPARSE_SIGNATURES_AVAILABLE as signatures
 
     import convnn  # noqa: F401
-    import lightning_modules.lightning_cli  # noqa: F401  (jsonargparse, Lightning's CLI)
+    import lightning_modules.cli.lightning  # noqa: F401  (jsonargparse, Lightning's CLI)
 
     if not signatures:
         raise SetupError(f"Lightning's CLI cannot use jsonargparse: {signatures}")

@@ -1,21 +1,31 @@
-"""The suite's one error root and the one-line form every command prints.
+"""The suite's errors, all defined here: one root for every error raised on purpose for bad
+input, whose message is a single line for the user.
 
-Every error raised on purpose for bad input derives from :class:`ConvNNError`; its
-message is a single line for the user. Layers and options raise :class:`OptionError`
-(also a ``ValueError``), which records the offending parameter in ``key`` so that
-callers such as the ablation planner can report it without parsing the text.
-The data, grid, checkpoint and usage errors of the other packages derive from it too.
+* :class:`OptionError` (also a ``ValueError``): an argument outside its allowed values; it
+  records the offending parameter in ``key`` so that callers such as the ablation planner
+  report it without parsing the text. :class:`BackendError`: a path asked for by name that
+  cannot run the options.
+* :class:`UsageError`: bad input to a command (a path, a file, an argument);
+  :class:`CheckpointError` and :class:`EvaluationError` are its kinds for checkpoints.
+* :class:`DataError`: a data set that is missing, empty, corrupt or inconsistent.
+* :class:`GridError`: an ablation grid file or its output directory.
+
+The packages above ``convnn`` (``lightning_modules``, ``datamodules``, ``ablations``) import
+their errors from here; how a command prints one (``<prog>: error: <line>``, exit status 2)
+is ``lightning_modules.cli.exits``.
 """
 
 from __future__ import annotations
 
 __all__ = [
     "BackendError",
+    "CheckpointError",
     "ConvNNError",
+    "DataError",
+    "EvaluationError",
+    "GridError",
     "OptionError",
     "UsageError",
-    "cli_error",
-    "cli_message",
     "error_line",
     "first_line",
     "root_cause",
@@ -40,6 +50,22 @@ class BackendError(OptionError):
 
 class UsageError(ConvNNError):
     """Bad user input to a command (a path, a file, an argument)."""
+
+
+class CheckpointError(UsageError):
+    """A file that is not a safe, readable checkpoint of this suite."""
+
+
+class EvaluationError(UsageError):
+    """A checkpoint or data set that ``convnn evaluate`` / ``inspect`` cannot use together."""
+
+
+class DataError(ConvNNError, ValueError):
+    """A data set that is missing, empty, corrupt or inconsistent (names the path)."""
+
+
+class GridError(ConvNNError, ValueError):
+    """An ablation grid that is malformed or cannot run (names the file, cell or key)."""
 
 
 def root_cause(err: BaseException) -> BaseException:
@@ -67,15 +93,3 @@ def first_line(err: BaseException) -> str:
     messages put details below it), or its type's name when the message is empty."""
     message = str(err).strip()
     return message.splitlines()[0] if message else type(err).__name__
-
-
-def cli_message(prog: str, err: BaseException, cause: bool = True) -> str:
-    """``"<prog>: error: <one line>"`` for ``err``'s root cause or, with ``cause=False``,
-    for ``err`` itself (a suite error raised ``from`` the error it explains, whose own
-    message is the one for the user)."""
-    return f"{prog}: error: {error_line(root_cause(err) if cause else err)}"
-
-
-def cli_error(prog: str, err: BaseException, cause: bool = True) -> SystemExit:
-    """The ``SystemExit`` a command raises for ``err`` (message: :func:`cli_message`)."""
-    return SystemExit(cli_message(prog, err, cause))

@@ -22,7 +22,7 @@ from typing_extensions import Unpack
 from . import selection
 from .backends import MapCall, TokenCall, choose_backend, resolve_backend, select_top_k
 from .backends.conv import location_as_window
-from .checks import check_call, check_kernel_weights, check_location_kernel
+from .call_checks import check_call, check_kernel_weights, check_location_kernel
 from .ops.geometry import CandidateTable, ConvWindow, Grid, candidate_table, conv_queries
 from .ops.positional import encode_positions
 from .options import ConvNNOptions

@@ -4,7 +4,9 @@ Every module yields ``(images float32 (B, 3, S, S), labels int64 (B,))`` and exp
 ``num_classes``, ``image_size``, ``in_chans``, ``mean`` and ``std`` right after construction.
 """
 
-from .base import DataError, ImageClassificationDataModule, TensorImageDataset
+from convnn.errors import DataError  # the suite's errors are all in convnn.errors
+
+from .base import ImageClassificationDataModule, TensorImageDataset
 from .cifar import CIFAR10DataModule, CIFAR100DataModule
 from .digits import DigitsDataModule
 from .folder import ImageNetDataModule

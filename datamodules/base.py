@@ -23,17 +23,12 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
-from convnn.errors import ConvNNError
 from convnn.validation import check_int, check_names, init_parameter_names
 
 Split = Literal["train", "val", "test"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-class DataError(ConvNNError, ValueError):
-    """Data that cannot be used (a missing folder, a corrupt file); the message is one line."""
 
 
 def check_image_size(image_size: int) -> None:

@@ -12,13 +12,12 @@ from PIL import Image
 from timm.data.auto_augment import AugmentOp
 from torchvision.datasets import ImageFolder
 
-from convnn.errors import OptionError
+from convnn.errors import DataError, OptionError
 from convnn.validation import check_number
 
 from .base import (
     IMAGENET_MEAN,
     IMAGENET_STD,
-    DataError,
     ImageClassificationDataModule,
     Split,
     check_image_size,

@@ -21,15 +21,11 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from torch import nn
 
-from convnn.errors import first_line
+from convnn.errors import CheckpointError, first_line
 
-from .files import UsageError, atomic_write
+from .files import atomic_write
 
 __all__ = ["CheckpointError", "SafeCheckpointIO", "check_state_dict", "load_checkpoint"]
-
-
-class CheckpointError(UsageError):
-    """A file that is not a safe Lightning checkpoint, or one of another model."""
 
 
 def load_checkpoint(

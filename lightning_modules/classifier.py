@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import difflib
 import math
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import lightning as L
 import timm
@@ -27,14 +27,14 @@ from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
 import convnn  # noqa: F401  (registers the convnn_* models in timm)
-from convnn.models.check import CONVNN_LAYERS, check_sizes
+from convnn.errors import UsageError
+from convnn.models.size_check import CONVNN_LAYERS, check_sizes
 from convnn.validation import check_choice
 
 from .checkpoint_io import check_state_dict
-from .files import UsageError
 from .init_weights import load_initial_weights
 from .notes import note
-from .optim import LRSchedule, build_optimizer
+from .optim import LRSchedule, OptimizerName, SchedulerName, build_optimizer
 from .seeding import run_seed, seed_all, step_seed
 
 __all__ = ["ImageClassifier"]
@@ -188,12 +188,12 @@ class ImageClassifier(L.LightningModule):
         ema: bool = False,
         ema_decay: float = 0.9999,
         ema_warmup: bool = False,
-        optimizer: Literal["adamw", "sgd", "lamb"] = "adamw",
+        optimizer: OptimizerName = "adamw",
         lr: float = 1e-3,
         lr_base_batch_size: int | None = None,
         weight_decay: float = 0.05,
         momentum: float = 0.9,
-        scheduler: Literal["cosine", "step", "none"] = "cosine",
+        scheduler: SchedulerName = "cosine",
         warmup_epochs: float = 0.0,
         min_lr_ratio: float = 0.0,
         step_size: int = 30,
@@ -204,8 +204,8 @@ class ImageClassifier(L.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         check_choice("loss", loss, ("ce", "bce"))
-        check_choice("optimizer", optimizer, ("adamw", "sgd", "lamb"))
-        check_choice("scheduler", scheduler, ("cosine", "step", "none"))
+        check_choice("optimizer", optimizer, get_args(OptimizerName))
+        check_choice("scheduler", scheduler, get_args(SchedulerName))
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"label_smoothing={label_smoothing} must be in [0, 1)")
         image_size, model_kwargs = _follow_image_size(model, image_size, dict(model_kwargs or {}))

@@ -5,8 +5,6 @@ destroys what was there before.
 and only then renames it over the target (``os.replace`` is atomic on POSIX file systems).
 A failure at any point (``ENOSPC``, ``EACCES``, a kill) leaves the previous file untouched
 and removes the partial temporary file where the process is still alive to do so.
-
-:class:`UsageError` is :class:`convnn.errors.UsageError`, re-exported here.
 """
 
 from __future__ import annotations
@@ -22,7 +20,8 @@ from typing import IO, Any
 from convnn.errors import UsageError
 
 __all__ = [
-    "UsageError",
+    "PREEMPTED",
+    "PROGRESS_FILE_ENV",
     "atomic_write",
     "atomic_write_json",
     "atomic_write_text",

@@ -27,7 +27,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .files import UsageError
+from convnn.errors import UsageError
+
 from .notes import note
 
 __all__ = ["load_initial_weights", "read_weights"]

@@ -34,7 +34,7 @@ from convnn.inspection import (
     record_selection,
     unnormalize,
 )
-from convnn.models.check import CONVNN_LAYERS
+from convnn.models.size_check import CONVNN_LAYERS
 from convnn.validation import check_int
 
 __all__ = ["STATISTICS", "LocalityMonitor"]

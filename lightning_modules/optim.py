@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 from timm.optim import create_optimizer_v2, param_groups_weight_decay
@@ -20,10 +20,13 @@ from torch import nn
 
 from convnn.validation import check_choice
 
-__all__ = ["NO_WEIGHT_DECAY", "LRSchedule", "build_optimizer"]
+__all__ = ["NO_WEIGHT_DECAY", "LRSchedule", "OptimizerName", "SchedulerName", "build_optimizer"]
 
 OptimizerName = Literal["adamw", "sgd", "lamb"]
+"""The optimizers :func:`build_optimizer` makes (the one list: the classifier's signature and
+every check read it)."""
 SchedulerName = Literal["cosine", "step", "none"]
+"""The learning-rate schedules of :class:`LRSchedule`."""
 
 NO_WEIGHT_DECAY = ("*pos_embed*", "*pos_table", "*cls_token", "*reg_token", "*dist_token")
 """Parameter-name patterns (``fnmatch``) that never get weight decay, besides 1-D ones."""
@@ -37,7 +40,7 @@ def build_optimizer(
     momentum: float = 0.9,
 ) -> torch.optim.Optimizer:
     """AdamW, SGD (Nesterov momentum) or LAMB over ``model`` with the decay/no-decay groups."""
-    check_choice("optimizer", name, ("adamw", "sgd", "lamb"))
+    check_choice("optimizer", name, get_args(OptimizerName))
     no_decay = set(NO_WEIGHT_DECAY)
     if hasattr(model, "no_weight_decay"):
         no_decay |= set(model.no_weight_decay())
@@ -65,7 +68,7 @@ class LRSchedule:
     gamma: float = 0.1
 
     def __post_init__(self) -> None:
-        check_choice("scheduler", self.kind, ("cosine", "step", "none"))
+        check_choice("scheduler", self.kind, get_args(SchedulerName))
 
     def __call__(self, step: int) -> float:
         if step < self.warmup_steps:

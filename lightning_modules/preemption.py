@@ -48,6 +48,8 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torchmetrics import Metric
 
+from convnn.errors import OptionError
+
 from .callbacks import run_directory
 from .files import PREEMPTED
 from .notes import report
@@ -71,7 +73,9 @@ def _signal_numbers(names: list[str] | tuple[str, ...]) -> list[signal.Signals]:
     for name in names:
         key = name.upper() if name.upper().startswith("SIG") else f"SIG{name.upper()}"
         if not hasattr(signal, key):
-            raise ValueError(f"preemption.signals: unknown signal {name!r} (e.g. SIGUSR1)")
+            raise OptionError(
+                f"preemption.signals: unknown signal {name!r} (e.g. SIGUSR1)", key="signals"
+            )
         numbers.append(signal.Signals[key])
     return numbers
 
@@ -97,7 +101,11 @@ class PreemptionCheckpoint(L.Callback):
         filename: str = "last",
     ) -> None:
         if every_n_train_steps < 0:
-            raise ValueError(f"every_n_train_steps must be >= 0, got {every_n_train_steps}")
+            raise OptionError(
+                f"preemption.every_n_train_steps={every_n_train_steps} is not allowed; "
+                "expected an integer >= 0",
+                key="every_n_train_steps",
+            )
         self.every_n_train_steps = every_n_train_steps
         self.signals = _signal_numbers(signals if signals is not None else SIGNALS)
         self.filename = filename

@@ -1,6 +1,17 @@
-"""Settings for the whole test suite."""
+"""Settings for the whole test suite.
+
+The tests mirror the packages (``tests/convnn/``, ``tests/lightning_modules/``,
+``tests/datamodules/``, ``tests/ablations/``, ``tests/cli/``); what crosses them stays at the
+top. The shared helpers live in ``tests/helpers/`` and are imported by module name
+(``from training_helpers import tiny_config``), so that folder goes on ``sys.path`` here.
+"""
 
 import os
+import sys
+from pathlib import Path
+
+HELPERS = Path(__file__).resolve().parent / "helpers"
+sys.path.insert(0, str(HELPERS))
 
 # every neighbor index is checked against its table before a gather (Triton and PyTorch
 # paths), so a path that forms an out-of-range index fails here rather than reading

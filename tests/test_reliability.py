@@ -28,8 +28,9 @@ from lightning_modules.cli import ConvNNCLI, main
 from lightning_modules.files import atomic_write_json
 from lightning_modules.seeding import step_seed
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
+HELPERS = TESTS / "helpers"
 
 # stochastic everywhere: fresh random candidates, drop-path, Mixup/CutMix
 STOCHASTIC_VIT = {**TINY_VIT, "candidates": "random", "num_samples": 9, "drop_path_rate": 0.1}
@@ -44,7 +45,11 @@ def _plain_argv(monkeypatch):
 def start_cli(args: list[str], cwd: Path) -> subprocess.Popen:
     """``convnn ARGS`` started in a fresh single-threaded process (the tests' helpers
     importable for callbacks); stdout and stderr are captured as text."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(TESTS)}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join([str(TESTS), str(HELPERS)]),
+    }
     cmd = [sys.executable, "-m", "lightning_modules.cli", *args]
     return subprocess.Popen(
         cmd, env=env, cwd=cwd, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE

@@ -26,7 +26,7 @@ from timm.layers import Attention
 from torch import nn
 
 from ..modules import BranchingAttention, BranchingConv2d, ConvNN1d, ConvNN2d, ConvNNAttention
-from ..modules.conv import conv2d_issue, exact_conv_settings
+from ..modules.conv_layers import conv2d_issue, exact_conv_settings
 from ..options import OPTION_NAMES
 from ..validation import check_choice, check_names, check_ratio
 

@@ -6,7 +6,7 @@ Every layer takes ``options: ConvNNOptions | None = None, **overrides`` (any
 
 from .attention import BranchingAttention, ConvNNAttention
 from .branching import BranchingConv2d
-from .conv import ConvNN1d, ConvNN2d
+from .conv_layers import ConvNN1d, ConvNN2d
 
 __all__ = [
     "CONVNN_LAYERS",

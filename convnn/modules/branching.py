@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from ..errors import OptionError
 from ..options import ConvNNOptions
 from ..validation import check_positive_int, check_ratio
-from .conv import ConvNN2d
+from .conv_layers import ConvNN2d
 
 
 def convnn_share(ratio: float, total: int, what: str) -> int:

@@ -1,0 +1,283 @@
+"""Ablation driver: grids, local runs with resume, GPU scheduling, SLURM via submitit, report."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from rich.console import Console
+
+from ablations import ablate as cli
+from ablations.grid import load_grid
+from ablations.runner import Scheduler
+from convnn.errors import GridError
+
+ROOT = Path(__file__).resolve().parents[2]
+SET = {
+    "trainer.max_epochs": 1,
+    "trainer.limit_train_batches": 2,
+    "trainer.limit_val_batches": 1,
+    "trainer.callbacks": [],
+    "trainer.enable_model_summary": False,
+    "data": {
+        "class_path": "datamodules.SyntheticDataModule",
+        "init_args": {
+            "num_classes": 4,
+            "image_size": 16,
+            "num_train": 32,
+            "num_val": 16,
+            "batch_size": 16,
+            "num_workers": 0,
+            "persistent_workers": False,
+            "pin_memory": False,
+        },
+    },
+}
+AXES = {
+    "model.init_args.model_kwargs.layer": ["attention", "convnn"],
+    "model.init_args.model_kwargs.depth": [1, 2],
+}
+
+
+def write_grid(tmp_path: Path, axes: dict | None = None, **extra) -> Path:
+    spec = {"name": "t", "base": "configs/quickstart.yaml", "set": SET, "axes": axes or AXES}
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump({**spec, **extra}, sort_keys=False))
+    return path
+
+
+def ablate(*args: str) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "ablations.ablate", *args]
+    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def results(out: Path) -> list[Path]:
+    return sorted(out.glob("*/result.json"))
+
+
+def test_grid_expansion_ids_zip_exclude_seeds(tmp_path):
+    axes = {"model.init_args.model_kwargs.k": [3, 9], "layer": {"a": {"x.y": 1}, "b": {}}}
+    zips = [{"model.init_args.lr": [0.1, 0.2], "model.init_args.weight_decay": [0.0, 0.1]}]
+    grid = load_grid(write_grid(tmp_path, axes, zip=zips, exclude=[{"k": 9, "layer": "b"}]))
+    grid.seeds = [0, 1]
+    cells = grid.cells()
+    assert len(cells) == (2 * 2 - 1) * 2 * 2
+    assert len({c.id for c in cells}) == len(cells)
+    first = cells[0]
+    assert first.values == {"k": 3, "layer": "a", "lr+weight_decay": "0.1,0.0"}
+    assert first.overrides["x.y"] == 1 and first.overrides["model.init_args.lr"] == 0.1
+    more = load_grid(write_grid(tmp_path, {**axes, "model.init_args.model_kwargs.k": [3, 9, 16]}))
+    assert {c.id for c in load_grid(write_grid(tmp_path, axes)).cells()} <= {
+        c.id for c in more.cells()
+    }
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "needle"),
+    [
+        ("trainer.max_epoch", 2, "trainer.max_epoch"),
+        ("model.init_args.model_kwargs.similarity", "cosin", "similarity"),
+        ("model.init_args.optimizer", "adamx", "model.init_args.optimizer"),
+    ],
+)
+def test_plan_rejects_bad_key_or_value(tmp_path, capsys, key, value, needle):
+    grid = write_grid(tmp_path, {key: [value]})
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["plan", str(grid)])
+    assert exit_info.value.code == 2
+    out = capsys.readouterr().err  # the one error line goes to stderr
+    assert "error" in out and needle in out
+    assert f"cell '{key.rsplit('.', 1)[-1]}={value}'" in out
+
+
+def test_run_parallel_and_report(tmp_path):
+    out = tmp_path / "out"
+    proc = ablate("run", str(write_grid(tmp_path)), "--out", str(out), "--parallel", "2")
+    log = proc.communicate(timeout=150)[0].decode()
+    assert proc.returncode == 0, log
+    assert len(results(out)) == 4
+    # not a terminal: one line per event, with each cell's epochs and val/acc1 as they end
+    for cell in (p.parent.name for p in results(out)):
+        assert re.search(rf"^{cell}: epoch 1/1  val/acc1 \d+\.\d%$", log, re.M), log
+        assert re.search(rf"^{cell}: done  top-1 \d+\.\d%  \(\S+\)$", log, re.M), log
+    assert "4 done, 0 running, 0 failed, 0 pending of 4 cells; elapsed" in log
+    cli_proc = ablate("report", str(out))
+    assert cli_proc.wait(timeout=60) == 0
+    rows = (out / "results.csv").read_text().strip().splitlines()
+    assert len(rows) == 5 and rows[0].startswith("layer,depth,top1_mean")
+    md = (out / "results.md").read_text()
+    table = [line for line in md.splitlines() if line.startswith("|")]
+    assert len(table) == 6  # head, rule, one row per setting
+    assert "| layer | depth | seeds | top-1 (%) | top-1 95% CI | Δ top-1 |" in table[0]
+    assert table[2].startswith("| attention | 1 | 1 |") and "| baseline |" in table[2]
+    assert all("| n/a |" in row for row in table[2:])  # one seed: no interval
+    assert "± 0.00" not in md and md.startswith("# t: 1 epochs")
+    assert (out / "plot_layer.png").stat().st_size > 0 and (out / "plot_depth.png").is_file()
+    assert list((out / "hparams").rglob("events.out.tfevents.*"))
+    result = json.loads(results(out)[0].read_text())
+    assert result["status"] == "done" and result["params"] > 0 and result["gflops"] > 0
+    speed = result["throughput"]  # median of timed repeats, with the load from other processes
+    assert speed["slowest"] <= result["images_per_second"] <= speed["fastest"]
+    assert speed["repeats"] == 5 and speed["others_cpus"] >= 0
+    assert speed["under_load"] == (speed["others_cpus"] > speed["cpus"] - speed["threads"] + 0.25)
+
+
+def test_sigkill_driver_then_resume(tmp_path):
+    out = tmp_path / "out"
+    grid = str(write_grid(tmp_path))
+    proc = ablate("run", grid, "--out", str(out), "--parallel", "1")
+    deadline = time.time() + 120
+    while time.time() < deadline:  # wait for the second cell to start
+        states = [json.loads(p.read_text()) for p in out.glob("*/status.json")]
+        if len(results(out)) == 1 and any(s["status"] == "running" for s in states):
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail("the second cell never started")
+    first = results(out)[0]
+    stamp = first.stat().st_mtime_ns
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    time.sleep(0.5)  # the cell's processes die with their parent
+    again = ablate("run", grid, "--out", str(out), "--parallel", "2")
+    log = again.communicate(timeout=150)[0].decode()
+    assert again.returncode == 0, log
+    assert len(results(out)) == 4
+    assert first.stat().st_mtime_ns == stamp
+    assert json.loads(first.read_text())["attempts"] == 1
+    assert len(list(first.parent.glob("version_*"))) == 1  # not trained again
+
+
+class FakeProc:
+    """A ``Popen`` stand-in finishing after a few polls; records what ran concurrently."""
+
+    running: list[FakeProc] = []
+    overlaps: list[list[str]] = []
+
+    def __init__(self, env: dict[str, str], polls: int) -> None:
+        self.env, self.polls = env, polls
+        FakeProc.running.append(self)
+        FakeProc.overlaps.append([p.env["CUDA_VISIBLE_DEVICES"] for p in FakeProc.running])
+
+    def poll(self) -> int | None:
+        self.polls -= 1
+        if self.polls > 0:
+            return None
+        FakeProc.running.remove(self)
+        return 0
+
+
+@pytest.mark.parametrize(("gpus_per_cell", "cells"), [(1, 9), (2, 5)])
+def test_gpu_scheduler_distinct_devices(tmp_path, gpus_per_cell, cells):
+    FakeProc.running, FakeProc.overlaps = [], []
+    seen = []
+
+    def launch(cell_dir, env):
+        seen.append(env["CUDA_VISIBLE_DEVICES"])
+        return FakeProc(env, polls=1 + len(seen) % 3)
+
+    sched = Scheduler(launch, gpus=["0", "1", "2", "3"], gpus_per_cell=gpus_per_cell, poll_s=0)
+    jobs = sched.run([tmp_path / str(i) for i in range(cells)])
+    assert all(j.code == 0 for j in jobs) and len(seen) == cells
+    assert all(len(s.split(",")) == gpus_per_cell for s in seen)
+    for group in FakeProc.overlaps:
+        devices = [d for env in group for d in env.split(",")]
+        assert len(devices) == len(set(devices)) <= 4
+    assert max(len(g) for g in FakeProc.overlaps) == 4 // gpus_per_cell
+    with pytest.raises(GridError, match="gpus-per-cell"):
+        Scheduler(launch, gpus=["0"], gpus_per_cell=2)
+
+
+def test_slurm_launcher_local_executor(tmp_path):
+    submitit = pytest.importorskip("submitit", reason="submitit is not installed")
+    from ablations.runner import prepare_cells
+    from ablations.slurm import submit
+
+    grid = load_grid(write_grid(tmp_path, {"model.init_args.model_kwargs.layer": ["convnn"]}))
+    out = tmp_path / "out"
+    dirs = prepare_cells(grid, grid.cells(), out)
+    executor = submitit.LocalExecutor(folder=tmp_path / "submitit")
+    executor.update_parameters(timeout_min=5)
+    cwd = os.getcwd()
+    os.chdir(ROOT)
+    try:
+        jobs = submit(dirs, out, executor=executor)
+        assert [job.result() for job in jobs] == [0]
+    finally:
+        os.chdir(cwd)
+    assert len(results(out)) == 1
+    assert submit(dirs, out, executor=executor) == []  # finished cells are not resubmitted
+
+
+def _ablate_error(args: list[str], capsys) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(args)
+    assert exit_info.value.code == 2
+    captured = capsys.readouterr()
+    line = captured.err.strip()
+    assert line.count("\n") == 0, line  # one line on stderr, before any cell is prepared
+    assert "cells" not in captured.out, captured.out  # no plan table: nothing was planned
+    return line
+
+
+def test_run_rejects_unwritable_out_and_missing_data_before_any_cell(tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    grid = str(write_grid(tmp_path))
+    out = _ablate_error(["run", grid, "--out", str(blocker / "out")], capsys)
+    assert out.startswith("convnn-ablate: error: --out directory") and "cannot be written" in out
+    missing = {"class_path": "datamodules.CIFAR10DataModule", "init_args": {"root": "nowhere"}}
+    grid = str(write_grid(tmp_path, set={**SET, "data": missing}))
+    out = _ablate_error(["run", grid, "--out", str(tmp_path / "out")], capsys)
+    assert "CIFAR-10 not found" in out and "nowhere" in out
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_plan_rejects_unknown_grid_key(tmp_path, capsys):
+    grid = str(write_grid(tmp_path, axis={"k": [1]}))
+    out = _ablate_error(["plan", grid], capsys)
+    assert "unknown grid keys ['axis']" in out and "allowed:" in out
+
+
+def test_missing_or_malformed_grid_and_empty_report_dir_are_one_line(tmp_path, capsys):
+    out = _ablate_error(["plan", str(tmp_path / "none.yaml")], capsys)
+    assert out.endswith("none.yaml' does not exist")
+    (tmp_path / "bad.yaml").write_text("axes: [\n")
+    assert "is not valid YAML" in _ablate_error(["plan", str(tmp_path / "bad.yaml")], capsys)
+    (tmp_path / "list.yaml").write_text("- 1\n")
+    assert "expected a mapping" in _ablate_error(["plan", str(tmp_path / "list.yaml")], capsys)
+    out = _ablate_error(["report", str(tmp_path / "nothing")], capsys)
+    assert "holds no ablation cells" in out
+
+
+@pytest.mark.parametrize(
+    "key, values",
+    [
+        ("model.init_args.label_smoothing", [0.0, 0.1]),
+        ("data.init_args.batch_size", [8, 16]),
+        ("model.init_args.model_kwargs.weighting", ["softmax", "similarity"]),
+    ],
+)
+def test_any_config_key_is_an_axis(tmp_path, capsys, key, values):
+    """docs/architecture.md "add a grid axis": a new axis is one grid-file entry, no code;
+    the plan validates each of its cells (and the values reach the merged configs)."""
+    from ablations.grid import merged_config
+
+    grid = load_grid(write_grid(tmp_path, {key: values}))
+    cells = cli.plan(grid, Console(file=io.StringIO()))
+    assert [c.overrides[key] for c in cells] == values
+    section, *rest = key.split(".")
+    for cell, value in zip(cells, values, strict=True):
+        node = merged_config(grid, cell)[section]
+        for part in rest:
+            node = node[part]
+        assert node == value
