@@ -44,11 +44,13 @@ def _plain_argv(monkeypatch):
 
 def start_cli(args: list[str], cwd: Path) -> subprocess.Popen:
     """``convnn ARGS`` started in a fresh single-threaded process (the tests' helpers
-    importable for callbacks); stdout and stderr are captured as text."""
+    importable for callbacks); stdout and stderr are captured as text. The repository comes
+    first on the path: ``tests/`` holds folders named like the packages (``tests/datamodules``)
+    that would otherwise be imported as namespace packages (DDP's child processes did)."""
     env = {
         **os.environ,
         "OMP_NUM_THREADS": "1",
-        "PYTHONPATH": os.pathsep.join([str(TESTS), str(HELPERS)]),
+        "PYTHONPATH": os.pathsep.join([str(ROOT), str(TESTS), str(HELPERS)]),
     }
     cmd = [sys.executable, "-m", "lightning_modules.cli", *args]
     return subprocess.Popen(
@@ -283,7 +285,7 @@ def test_resuming_from_a_non_checkpoint_or_another_model_is_a_one_line_error(tmp
     text.write_text("not a checkpoint")
     fit = ["fit", "--config", str(path), "--ckpt_path"]
     _one_line_error([*fit, str(text)], "^convnn: error: .*notes.ckpt is not a checkpoint")
-    _one_line_error([*fit, str(tmp_path / "none.ckpt")], "no such checkpoint file")
+    _one_line_error([*fit, str(tmp_path / "none.ckpt")], "--ckpt_path .* does not exist")
     # the checkpoint's hyper-parameters win over the config, but num_classes comes from the data
     other_data = ["--data.init_args.num_classes", "5"]
     expected = r"^convnn: error: .*last.ckpt: state dict does not fit .* 2 shape \(e.g. model.head"
