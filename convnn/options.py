@@ -7,9 +7,9 @@ into a ``ValueError`` that names the parameter, the value and the allowed set.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields, replace
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from .errors import OptionError
 from .validation import check_choice, check_names, check_positive_int, check_ratio
@@ -17,6 +17,8 @@ from .validation import check_choice, check_names, check_positive_int, check_rat
 Candidates = Literal["all", "random", "spatial", "window"]
 Similarity = Literal["dot", "cosine", "euclidean", "location", "mixed"]
 FeatureSimilarity = Literal["dot", "cosine", "euclidean"]
+"""The similarities scored from features alone; each value's formulas are one entry of
+:data:`convnn.ops.similarity.SIMILARITIES`, which is checked against both literals."""
 Weighting = Literal["none", "similarity", "softmax"]
 Kernel = Literal["standard", "depthwise", "separable", "sum"]
 PositionalEncoding = Literal["none", "coords", "sincos", "learned", "rope"]
@@ -27,6 +29,22 @@ Backend = Literal[
     "auto", "reference", "fast", "conv", "window_attention", "shifts", "sdpa", "dense", "blocked"
 ]
 """``auto``, ``fast``, ``reference`` or one path by name (see :mod:`convnn.backends`)."""
+
+
+def check_option_table(option: str, table: Mapping[str, Any], values: Sequence[str]) -> None:
+    """Raise ``TypeError`` unless ``table`` (the implementation of an option, one entry per
+    value) has exactly the option's ``values`` (``typing.get_args`` of its ``Literal``): run at
+    import, so that a value added on one side only fails at once."""
+    missing, extra = sorted(set(values) - set(table)), sorted(set(table) - set(values))
+    if missing or extra:
+        raise TypeError(
+            f"the {option} table is out of step with its option values {list(values)}: "
+            f"no entry for {missing}, entries for no value {extra}"
+        )
+
+
+if not set(get_args(FeatureSimilarity)) <= set(get_args(Similarity)):
+    raise TypeError("every FeatureSimilarity must be a Similarity value")
 
 
 def resolve_order(order: Order, similarity: Similarity, candidates: Candidates) -> str:

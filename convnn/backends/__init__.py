@@ -34,6 +34,7 @@ import torch
 from torch import Tensor
 
 from ..errors import BackendError
+from ..ops.aggregation import kernel_spec
 from ..ops.geometry import CandidateTable, ConvWindow, Grid, candidate_table
 from ..options import Backend, ConvNNOptions
 from ..validation import check_choice
@@ -125,7 +126,7 @@ class MapCall:
 
     @property
     def out_channels(self) -> int:
-        if self.options.kernel == "separable":
+        if kernel_spec(self.options.kernel).pointwise:
             return self.pointwise_weight.shape[0]  # type: ignore[union-attr]
         return self.in_channels if self.weight is None else self.weight.shape[0]
 

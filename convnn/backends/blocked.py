@@ -9,18 +9,16 @@ kernel is a fused weighted gather (:mod:`~convnn.backends.gather`, Triton on CUD
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from ..ops import topk
 from ..ops.aggregation import aggregate
-from ..ops.gather import gather_tokens, with_null_row
+from ..ops.gather import gather_tokens
 from ..ops.geometry import CandidateTable
-from ..ops.scores import dense_scores, spatial_distance
-from ..ops.similarity import EPS, autocast_off, centred, score_dtype, unit
+from ..ops.scores import dense_scores, spatial_distance, weighting_spec
+from ..ops.similarity import autocast_off, feature_similarity, score_dtype, similarity_spec
 from . import Path, TokenCall, register
 from .gather import gather_dot, weighted_gather_sum
 
@@ -64,32 +62,18 @@ def gathered_feature_scores(
     selected: Tensor | None = None,
 ) -> Tensor:
     """``dot``/``cosine``/``euclidean`` scores of the selected neighbors ``(*, Nq, k)``,
-    through :func:`~convnn.backends.gather.gather_dot` (no gathered key tensor is kept).
+    through :func:`~convnn.backends.gather.gather_dot` (no gathered key tensor is kept;
+    the formula is the table entry's ``gathered``, :data:`~convnn.ops.similarity.SIMILARITIES`).
 
+    ``query`` ``(*, Nq, D)``, ``key`` ``(*, N, D)``, ``index`` ``(*, Nq, k)``.
     ``selected``: the same scores from the selection pass (no gradient); for ``dot``
     and ``cosine`` they are reused as the forward values and only the backward runs.
     """
+    spec = feature_similarity(kind)
     with autocast_off(query.device):
         dtype = score_dtype(query.dtype)
         q, k = query.to(dtype), key.to(dtype)
-        if kind == "euclidean":
-            return _gathered_distances(q, k, index, has_null)
-        if kind == "cosine":
-            q, k = unit(q), unit(k)
-        scale = 1 / math.sqrt(q.shape[-1]) if kind == "dot" else 1.0
-        known = None if selected is None else selected / scale
-        return gather_dot(q, k, index, has_null, known) * scale
-
-
-def _gathered_distances(q: Tensor, k: Tensor, index: Tensor, has_null: bool) -> Tensor:
-    """Negative distances ``(*, Nq, k)`` as ``|q|^2 + |k|^2 - 2 q.k`` after centring q and
-    the keys (the null token, a zero vector, included) on the queries (:func:`centred`)."""
-    q, k = centred(q, with_null_row(k, has_null))  # k: (*, N or N + 1, D)
-    dots = gather_dot(q, k, index)
-    k2 = k.square().sum(-1)  # (*, N or N + 1)
-    k2 = k2.unsqueeze(-2).expand(*index.shape[:-1], k2.shape[-1]).gather(-1, index)
-    sq = (q.square().sum(-1, keepdim=True) + k2 - 2 * dots).clamp(min=0)
-    return -(sq + EPS).sqrt()
+        return spec.gathered(q, k, index, has_null, selected, gather_dot)  # type: ignore[misc]
 
 
 def neighbor_scores(
@@ -103,12 +87,17 @@ def neighbor_scores(
     """Weighting scores of the selected neighbors, ``(*, Nq, k)``, with gradient."""
     opts, query, key = call.options, call.query, call.key
     kind = opts.score_for_weights
-    if kind == "mixed":  # standardized over all candidates: needs the dense scores
+    spec = similarity_spec(kind)
+    if spec.over_candidates:  # e.g. mixed, standardized over all candidates: the dense scores
         return dense_scores(kind, opts, query, key, table, distance).gather(-1, slots)
-    if kind == "location":
+    feature, scores, location = spec.feature_kind(opts.mixed_feature), None, None
+    if feature is not None:
+        reuse = selected if feature == kind else None
+        scores = gathered_feature_scores(feature, query, key, index, table.has_null, reuse)
+    if spec.location:
         dist = distance.expand(*index.shape[:-1], table.size)  # type: ignore[union-attr]
-        return -dist.gather(-1, slots).to(score_dtype(query.dtype))
-    return gathered_feature_scores(kind, query, key, index, table.has_null, selected)
+        location = -dist.gather(-1, slots).to(score_dtype(query.dtype))
+    return spec.combine(scores, location, opts.lam, None, -1)
 
 
 def run(call: TokenCall) -> Tensor:
@@ -116,13 +105,14 @@ def run(call: TokenCall) -> Tensor:
     opts = call.options
     table = call.table()
     distance = spatial_distance(opts, call.query_index, table, call.grid)
-    weighted = opts.weighting != "none"
+    scheme = weighting_spec(opts.weighting)
+    weighted = scheme.weighted
     reuse = weighted and opts.score_for_weights == opts.similarity
     index, slots, selected = select_blocked(call, table, distance, reuse)
     weights = None
     if weighted:
         scores = neighbor_scores(call, table, distance, index, slots, selected)
-        weights = scores.softmax(-1) if opts.weighting == "softmax" else scores
+        weights = scheme.weights(scores)
         if call.drop:
             weights = F.dropout(weights, call.drop)
     if opts.kernel == "sum":

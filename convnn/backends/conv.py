@@ -19,7 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..ops.similarity import EPS, autocast_off, mixed_scores, score_dtype, unit
+from ..ops.aggregation import kernel_spec
+from ..ops.scores import weighting_spec
+from ..ops.similarity import autocast_off, feature_similarity, score_dtype, similarity_spec
 from ..options import ConvNNOptions
 from . import MapCall, Path, register
 from .window_attention import window_attention
@@ -48,7 +50,7 @@ def is_convolution(opts: ConvNNOptions, kernel_size: tuple[int, int]) -> bool:
     return (
         opts.selects_whole_padded_window
         and opts.window_shape == kernel_size
-        and opts.weighting == "none"
+        and not weighting_spec(opts.weighting).weighted
         and opts.resolved_order == "offset"
         and not (opts.positional_encoding == "coords" and opts.coords_to_values)
     )
@@ -56,21 +58,9 @@ def is_convolution(opts: ConvNNOptions, kernel_size: tuple[int, int]) -> bool:
 
 def as_convolution(call: MapCall) -> Tensor:
     """``(B, C, H, W) -> (B, O, Ho, Wo)`` through ``F.conv2d`` (taps in raster order)."""
-    x, opts, weight, pointwise_weight, bias = (
-        call.x, call.options, call.weight, call.pointwise_weight, call.bias
-    )  # fmt: skip
-    kernel_size, stride, padding = call.kernel_size, call.stride, call.padding
-    C = x.shape[1]
-    shape = (-1, 1, *kernel_size)
-    if opts.kernel == "standard":
-        return F.conv2d(x, weight.view(weight.shape[0], C, *kernel_size), bias, stride, padding)
-    if opts.kernel == "depthwise":
-        return F.conv2d(x, weight.view(shape), bias, stride, padding, groups=C)
-    if opts.kernel == "separable":
-        y = F.conv2d(x, weight.view(shape), None, stride, padding, groups=C)
-        return F.conv2d(y, pointwise_weight[:, :, None, None], bias)
-    ones = x.new_ones(C, 1, *kernel_size)
-    return F.conv2d(x, ones, bias, stride, padding, groups=C)
+    conv2d = kernel_spec(call.options.kernel).conv2d
+    window = (call.kernel_size, call.stride, call.padding)
+    return conv2d(call.x, call.weight, call.pointwise_weight, call.bias, *window)
 
 
 def shifts_apply(
@@ -79,7 +69,7 @@ def shifts_apply(
     """Whether :func:`window_by_shifts` computes this configuration."""
     return (
         opts.selects_whole_padded_window
-        and opts.weighting != "none"
+        and weighting_spec(opts.weighting).weighted
         and opts.positional_encoding == "none"
         and opts.resolved_order == "offset"
         and (
@@ -96,29 +86,25 @@ def _window_scores(
     taps: list[Tensor],
     offsets: list[tuple[int, int]],
 ) -> Tensor:
-    """Scores of the window taps: ``(B, k, Ho, Wo)`` in at least float32."""
+    """Scores of the window taps: ``(B, k, Ho, Wo)`` in at least float32.
+
+    ``query`` ``(B, C, Ho, Wo)``, ``taps`` ``k`` such maps at ``offsets`` ``(dy, dx)``; the
+    formula is the table entry's ``window`` (:data:`~convnn.ops.similarity.SIMILARITIES`).
+    """
     dtype = score_dtype(query.dtype)
-    if kind in ("location", "mixed"):
+    spec = similarity_spec(kind)
+    feature = spec.feature_kind(opts.mixed_feature)
+    scores = location = None
+    if feature is not None:
+        with autocast_off(query.device):
+            q, ts = query.to(dtype), [t.to(dtype) for t in taps]
+            scores = feature_similarity(feature).window(q, ts)  # type: ignore[misc]
+    if spec.location:
         dist = torch.tensor(
             [max(abs(dy), abs(dx)) for dy, dx in offsets], dtype=dtype, device=query.device
         )
         location = (-dist).view(1, -1, 1, 1).expand(query.shape[0], -1, *query.shape[2:])
-        if kind == "location":
-            return location
-        feature = _window_scores(opts.mixed_feature, opts, query, taps, offsets)
-        return mixed_scores(feature.movedim(1, -1), location.movedim(1, -1), opts.lam).movedim(
-            -1, 1
-        )
-    with autocast_off(query.device):
-        q = query.to(dtype)
-        ts = [t.to(dtype) for t in taps]
-        if kind == "euclidean":
-            return torch.stack([-((q - t).square().sum(1) + EPS).sqrt() for t in ts], dim=1)
-        if kind == "cosine":
-            q = unit(q, dim=1)
-            ts = [unit(t, dim=1) for t in ts]
-        scale = 1 / math.sqrt(q.shape[1]) if kind == "dot" else 1.0
-        return torch.stack([(q * t).sum(1) for t in ts], dim=1) * scale
+    return spec.combine(scores, location, opts.lam, None, 1)
 
 
 def window_by_shifts(call: MapCall) -> Tensor:
@@ -140,16 +126,17 @@ def window_by_shifts(call: MapCall) -> Tensor:
     offsets = [(dy, dx) for dy in range(-rh, rh + 1) for dx in range(-rw, rw + 1)]
     taps = [tap(dy, dx) for dy, dx in offsets]
     scores = _window_scores(opts.score_for_weights, opts, tap(0, 0), taps, offsets)
-    weights = scores.softmax(dim=1) if opts.weighting == "softmax" else scores  # (B, k, Ho, Wo)
+    weights = weighting_spec(opts.weighting).weights(scores, dim=1)  # (B, k, Ho, Wo)
     weights = weights.to(x.dtype)
+    kernel = kernel_spec(opts.kernel)
     per_tap = None
-    if opts.kernel in ("depthwise", "separable"):
+    if kernel.per_tap:
         per_tap = weight.t()[:, :, None, None]  # (k, C, 1, 1)
     out = 0
     for j, t in enumerate(taps):
         term = weights[:, j : j + 1] * t
         out = out + (term if per_tap is None else term * per_tap[j])
-    if opts.kernel == "separable":
+    if kernel.pointwise:
         out = F.conv2d(out, pointwise_weight[:, :, None, None])
     return out if bias is None else out + bias.view(1, -1, 1, 1)
 

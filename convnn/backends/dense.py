@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..ops import topk
-from ..ops.scores import FEATURE
-from ..ops.similarity import feature_scores
+from ..ops.scores import weighting_spec
+from ..ops.similarity import FEATURE_SIMILARITIES, feature_scores, similarity_spec
 from . import Path, TokenCall, register
 
 
@@ -26,8 +26,11 @@ def can_run(call: TokenCall) -> bool:
     return (
         opts.candidates == "all"
         and opts.kernel == "sum"
-        and opts.similarity in FEATURE
-        and (opts.weighting == "none" or opts.score_for_weights in FEATURE)
+        and similarity_spec(opts.similarity).feature
+        and (
+            not weighting_spec(opts.weighting).weighted
+            or similarity_spec(opts.score_for_weights).feature
+        )
         and call.query.shape[-2] == N
         and N <= 2 * C
     )
@@ -38,7 +41,8 @@ def run(call: TokenCall) -> Tensor:
     opts, query, key, value, k = call.options, call.query, call.key, call.value, call.k
     dropout_p = call.drop
     table = call.table()
-    weighted = opts.weighting != "none"
+    scheme = weighting_spec(opts.weighting)
+    weighted = scheme.weighted
     with torch.set_grad_enabled(weighted and torch.is_grad_enabled()):
         scores = feature_scores(opts.similarity, query, key)  # (*, N, N)
     index, _ = topk.top_k(scores.detach(), k, table, "rank")  # (*, N, k)
@@ -46,7 +50,7 @@ def run(call: TokenCall) -> Tensor:
         kind = opts.score_for_weights
         wscores = scores if kind == opts.similarity else feature_scores(kind, query, key)
         w = wscores.gather(-1, index)
-        w = w.softmax(-1) if opts.weighting == "softmax" else w
+        w = scheme.weights(w)
         if dropout_p:
             w = F.dropout(w, dropout_p)
     else:
@@ -62,7 +66,7 @@ register(
         "tokens",
         can_run,
         run,
-        "candidates='all', kernel='sum', a feature similarity (dot, cosine, euclidean) "
+        f"candidates='all', kernel='sum', a feature similarity ({', '.join(FEATURE_SIMILARITIES)}) "
         "for selection and weights, a query per token and N <= 2 * channels",
     )
 )

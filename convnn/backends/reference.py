@@ -16,8 +16,8 @@ from ..ops import topk
 from ..ops.aggregation import aggregate
 from ..ops.gather import gather_tokens
 from ..ops.geometry import CandidateTable
-from ..ops.scores import FEATURE, dense_scores, spatial_distance
-from ..ops.similarity import feature_scores
+from ..ops.scores import dense_scores, spatial_distance, weighting_spec
+from ..ops.similarity import feature_scores, similarity_spec
 from . import Path, TokenCall, register
 
 
@@ -39,16 +39,17 @@ def run(call: TokenCall) -> Tensor:
     distance = spatial_distance(opts, call.query_index, table, call.grid)
     index, slots, scores = select_dense(call, table, distance)
     weights = None
-    if opts.weighting != "none":
+    scheme = weighting_spec(opts.weighting)
+    if scheme.weighted:
         kind = opts.score_for_weights
-        if kind in FEATURE:  # scored on each selected neighbor itself: no expansion's rounding
+        if similarity_spec(kind).feature:  # scored on each selected neighbor: no rounding
             neighbor_keys = gather_tokens(key, index, table.has_null)  # (*, Nq, k, D)
             weights = feature_scores(kind, query, neighbor_keys, per_query=True)  # (*, Nq, k)
         else:  # location, or mixed (standardized over every candidate)
             if kind != opts.similarity:
                 scores = dense_scores(kind, opts, query, key, table, distance)
             weights = scores.gather(-1, slots)  # (*, Nq, k)
-        weights = weights.softmax(-1) if opts.weighting == "softmax" else weights
+        weights = scheme.weights(weights)
         if call.drop:
             weights = F.dropout(weights, call.drop)
     neighbors = gather_tokens(call.value, index, table.has_null)  # (*, Nq, k, C)

@@ -23,7 +23,10 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
 from ..modules import ConvNN1d, ConvNN2d, ConvNNAttention
+from ..ops.aggregation import kernel_spec
 from ..ops.geometry import ConvWindow
+from ..ops.scores import weighting_spec
+from ..ops.similarity import pair_flops, similarity_spec
 from ..options import ConvNNOptions
 
 __all__ = [
@@ -36,7 +39,6 @@ __all__ = [
 ]
 
 PARTS = ("similarity", "weighting", "aggregation")
-_FEATURE = ("dot", "cosine", "euclidean", "mixed")
 
 
 def _cpu_sdpa(q, k, v, *args, out_shape=None, **kwargs) -> int:
@@ -68,21 +70,15 @@ def _num_candidates(opts: ConvNNOptions, num_tokens: int, single_row: bool) -> i
 def _operator_flops(opts: ConvNNOptions, nq: int, m: int, d: int, c: int, o: int) -> dict[str, int]:
     """``nq`` queries, ``m`` candidates; ``d`` feature, ``c`` value, ``o`` output channels."""
     k = opts.k if opts.k is not None else m
-    sim = 2 * nq * m * d if opts.similarity in _FEATURE else 0
+    sim = nq * m * pair_flops(opts.similarity, opts.mixed_feature, d)
     weighting = 0
-    if opts.weighting != "none":
+    if weighting_spec(opts.weighting).weighted:
         weighting = nq * k * c  # scale each neighbor
         kind = opts.score_for_weights
-        if kind == "mixed" and kind != opts.similarity:
-            weighting += 2 * nq * m * d
-        elif kind in _FEATURE and kind != opts.similarity:
-            weighting += 2 * nq * k * d
-    agg = {
-        "standard": 2 * nq * k * c * o,
-        "depthwise": 2 * nq * k * o,
-        "separable": 2 * nq * k * c + 2 * nq * c * o,
-        "sum": nq * k * c,
-    }[opts.kernel]
+        if kind != opts.similarity:  # scored again: every candidate when standardized over them
+            pairs = m if similarity_spec(kind).over_candidates else k
+            weighting += nq * pairs * pair_flops(kind, opts.mixed_feature, d)
+    agg = kernel_spec(opts.kernel).flops(nq, k, c, o)
     topk = nq * m * max(1, math.ceil(math.log2(k))) if k < m else 0
     return {"similarity": sim, "weighting": weighting, "aggregation": agg, "topk": topk}
 

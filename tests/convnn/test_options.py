@@ -8,6 +8,7 @@ pair of values of two axes occurs in some case); ``test_gradients.py`` reuses
 from __future__ import annotations
 
 from itertools import combinations
+from typing import get_args
 
 import pytest
 import torch
@@ -24,22 +25,37 @@ from convnn import (
 )
 from convnn.functional import candidate_table, select_neighbors
 from convnn.ops.geometry import chebyshev_distance
+from convnn.options import (
+    Candidates,
+    Kernel,
+    Order,
+    PositionalEncoding,
+    Similarity,
+    Weighting,
+    WindowBorder,
+)
 
+# Every value of every option axis, read from its Literal (window candidates once per
+# border, coords once more with coords_to_values).
+SAMPLED = {"random": {"num_samples": 8}, "spatial": {"num_samples": 9}}
+CANDIDATES: dict[str, dict] = {}
+for _c in get_args(Candidates):
+    if _c == "window":
+        for _border in get_args(WindowBorder):
+            CANDIDATES[f"window_{_border}"] = {"window_size": 3, "window_border": _border}
+    else:
+        CANDIDATES[_c] = SAMPLED.get(_c, {})
+POSITIONAL = [
+    v for pe in get_args(PositionalEncoding) for v in (pe, "coords_values")[: 1 + (pe == "coords")]
+]
 AXES = {
-    "candidates": ["all", "random", "spatial", "window_pad", "window_shift"],
-    "similarity": ["dot", "cosine", "euclidean", "location", "mixed"],
-    "weighting": ["none", "similarity", "softmax"],
-    "weighting_similarity": [None, "dot", "cosine", "euclidean", "location", "mixed"],
-    "kernel": ["standard", "depthwise", "separable", "sum"],
-    "positional_encoding": ["none", "coords", "coords_values", "sincos", "learned", "rope"],
-    "order": ["auto", "rank", "offset"],
-}
-CANDIDATES = {
-    "all": {},
-    "random": {"num_samples": 8},
-    "spatial": {"num_samples": 9},
-    "window_pad": {"window_size": 3, "window_border": "pad"},
-    "window_shift": {"window_size": 3, "window_border": "shift"},
+    "candidates": list(CANDIDATES),
+    "similarity": list(get_args(Similarity)),
+    "weighting": list(get_args(Weighting)),
+    "weighting_similarity": [None, *get_args(Similarity)],
+    "kernel": list(get_args(Kernel)),
+    "positional_encoding": POSITIONAL,
+    "order": list(get_args(Order)),
 }
 B, H, W, C, K = 2, 4, 5, 4, 3
 BACKENDS = ["reference", "fast"]
@@ -162,11 +178,7 @@ def test_option_combination(case: dict, backend: str) -> None:
     assert grads["value"] is not None and grads["value"].abs().sum() > 0
 
 
-EDGE_CASES = [
-    (sim, weighting)
-    for sim in ("dot", "cosine", "euclidean", "location", "mixed")
-    for weighting in ("none", "similarity", "softmax")
-]
+EDGE_CASES = [(sim, weighting) for sim in get_args(Similarity) for weighting in get_args(Weighting)]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -336,8 +348,8 @@ def test_query_is_its_own_neighbor(candidates: dict, similarity: str, training: 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("order", ["rank", "offset"])
-@pytest.mark.parametrize("similarity", ["dot", "cosine", "euclidean", "location", "mixed"])
-@pytest.mark.parametrize("candidates", ["random", "spatial"])
+@pytest.mark.parametrize("similarity", get_args(Similarity))
+@pytest.mark.parametrize("candidates", list(SAMPLED))
 def test_selection_holds_query_once(candidates: str, similarity: str, order: str, backend) -> None:
     """Random and spatial selections contain the query exactly once and no token twice,
     also when the query is itself one of the sampled tokens."""
