@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 test: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	$(PY) -m pytest -q -m "not long and not extra"
+	$(PY) -m pytest -q -m "not long and not extra" --durations=25
 
 # the slow end-to-end reliability tests (marked `long`): same-seed runs, SIGKILL and resume,
 # memory over 1,000 steps

@@ -46,8 +46,10 @@ from typing import Any
 
 import yaml
 
-from convnn.errors import GridError, OptionError, root_cause
+from convnn.errors import GridError, OptionError, UsageError, root_cause
+from convnn.validation import suggestion
 from lightning_modules.class_switch import SECTIONS, drop_foreign_init_args, switch_line
+from lightning_modules.cli.exits import config_key
 
 __all__ = ["Axis", "Cell", "Grid", "GridError", "cell_loggers", "load_grid", "merged_config"]
 __all__ += ["validate_cell"]
@@ -239,7 +241,10 @@ def load_grid(path: str | Path) -> Grid:
     known |= {"baseline", "paper"}
     unknown = set(spec) - known
     if unknown:
-        raise GridError(f"{path}: unknown grid keys {sorted(unknown)}; allowed: {sorted(known)}")
+        hint = suggestion(sorted(unknown)[0], known)
+        raise GridError(
+            f"{path}: unknown grid keys {sorted(unknown)}{hint} (allowed: {sorted(known)})"
+        )
     base = spec.get("base") or []
     base = [base] if isinstance(base, str) else list(base)
     if not base:
@@ -278,9 +283,19 @@ def _paper_entry(entry: Any, path: Path) -> dict[str, Any]:
 
 
 def _parse_only_cli():
+    from jsonargparse import ArgumentError
+
     from lightning_modules.cli import DESCRIPTION, ConvNNCLI
+    from lightning_modules.cli.parser import summarize
 
     class ParseOnly(ConvNNCLI):
+        def parse_arguments(self, parser: Any, args: Any) -> None:
+            """As ``convnn fit``'s: a misspelled key or value is one line with a close match."""
+            try:
+                super().parse_arguments(parser, args)
+            except ArgumentError as err:
+                raise UsageError(summarize(str(err), parser)) from None
+
         def instantiate_classes(self) -> None:
             pass
 
@@ -399,17 +414,6 @@ def _option_key(err: BaseException) -> str | None:
     return key
 
 
-def _config_key(config: dict[str, Any], name: str, prefix: str = "") -> str | None:
-    """The first dotted key of ``config`` whose last component is ``name``."""
-    for part, value in config.items():
-        key = f"{prefix}{part}"
-        if part == name:
-            return key
-        if isinstance(value, dict) and (found := _config_key(value, name, f"{key}.")):
-            return found
-    return None
-
-
 def _error_key(
     err: BaseException, message: str, changes: dict[str, Any], config: dict[str, Any]
 ) -> str | None:
@@ -424,7 +428,7 @@ def _error_key(
     if len(setters) > 1:
         return _changed_key(message, setters) or next(iter(setters))
     suite = {part: config[part] for part in ("model", "data") if isinstance(config.get(part), dict)}
-    return next(iter(setters), None) or _config_key(suite, option)
+    return next(iter(setters), None) or config_key(suite, option)
 
 
 def _changed_key(message: str, changes: dict[str, Any]) -> str | None:
@@ -486,6 +490,7 @@ def validate_cell(grid: Grid, cell: Cell, need_data: bool = False) -> list[str]:
                 continue
             message = _joined(err).replace(f.name, "<merged config>").strip()
             key = _error_key(error, message, changes, config)
+            message = message.removeprefix(f"{key}: ")  # the parser's line names it too
             where = f"key {key!r}" if key else "its merged config"
             raise GridError(f"cell {cell.name!r} ({cell.id}): {where}: {message}") from None
         finally:

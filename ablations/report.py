@@ -28,7 +28,7 @@ from typing import Any
 
 import yaml
 
-from convnn.errors import GridError
+from convnn.errors import CheckpointError, GridError
 from lightning_modules.files import atomic_write_text
 from lightning_modules.paper import STATISTICS, statistic_of
 
@@ -88,7 +88,7 @@ def _best_of_old_cell(cell_dir: Path, row: dict[str, Any]) -> dict[str, Any]:
     last = Path(str(row.get("checkpoint") or ""))
     if not last.is_file():
         return {}
-    from lightning_modules.checkpoint_io import CheckpointError, load_checkpoint
+    from lightning_modules.checkpoint_io import load_checkpoint
     from lightning_modules.evaluation import checkpoint_info
 
     from .runner import _lineage, best_epoch
@@ -142,7 +142,7 @@ def _uniform(layer: dict[str, Any]) -> tuple[float | None, float | None]:
     distance, window = layer.get("uniform_mean_distance"), layer.get("uniform_window_fraction")
     size = layer.get("map")
     if distance is None and isinstance(size, list) and len(size) == 2:
-        from convnn.inspection.locality import uniform_reference
+        from convnn.inspection.locality_stats import uniform_reference
 
         distance, window = uniform_reference((int(size[0]), int(size[1])))
     return distance, window

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from convnn.errors import GridError
+from convnn.errors import CheckpointError, GridError
 from lightning_modules.files import (
     PREEMPTED,
     PROGRESS_FILE_ENV,
@@ -196,7 +196,7 @@ def best_epoch(
     also stands for the best when the last epoch is the best, so best >= last. Ties: the
     earliest epoch. Without best checkpoints (no ``val/acc1`` monitor) every field is
     ``None``."""
-    from lightning_modules.checkpoint_io import CheckpointError, load_checkpoint
+    from lightning_modules.checkpoint_io import load_checkpoint
     from lightning_modules.evaluation import checkpoint_info
 
     found = []

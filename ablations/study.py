@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from convnn.errors import DataError
 from lightning_modules.files import atomic_write_text
 
 from .stats import Summary, paired
@@ -60,7 +61,7 @@ def difference(data: dict[str, Any], layer: str, base: str) -> Summary:
     """Paired last-epoch top-1 difference ``layer - base`` over the seeds both ran."""
     found = paired(_top1(data, layer), _top1(data, base))
     if found is None or found.half is None:
-        raise ValueError(f"fewer than 2 seeds of layer={layer} pair with layer={base}")
+        raise DataError(f"fewer than 2 seeds of layer={layer} pair with layer={base}")
     return found
 
 
@@ -238,19 +239,18 @@ def blocks(results: Path = RESULTS) -> dict[str, str]:
     return found
 
 
-BLOCK = re.compile(r"(<!-- study:(\w+) -->\n)(.*?)\n?(<!-- /study -->)", re.S)
-
-
-def render(text: str, generated: dict[str, str]) -> str:
-    """``text`` with every ``<!-- study:NAME -->`` block replaced by ``generated[NAME]``."""
+def render(text: str, generated: dict[str, str], tag: str = "study") -> str:
+    """``text`` with every ``<!-- TAG:NAME -->`` ... ``<!-- /TAG -->`` block replaced by
+    ``generated[NAME]`` (the generated parts of a results page)."""
+    block = re.compile(rf"(<!-- {tag}:(\w+) -->\n)(.*?)\n?(<!-- /{tag} -->)", re.S)
 
     def replace(match: re.Match) -> str:
         name = match[2]
         if name not in generated:
-            raise KeyError(f"docs/results.md: unknown block study:{name}")
+            raise KeyError(f"unknown generated block {tag}:{name}")
         return f"{match[1]}{generated[name]}\n{match[4]}"
 
-    return BLOCK.sub(replace, text)
+    return block.sub(replace, text)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

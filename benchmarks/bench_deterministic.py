@@ -3,7 +3,7 @@
     python benchmarks/bench_deterministic.py [--device cuda|cpu] [--repeats 10] [--json OUT]
 
 Under ``torch.use_deterministic_algorithms(True)`` the scatter-add of the gather
-primitives' backward (``convnn/backends/gather.py``, ``_scatter_sum``) accumulates with
+primitives' backward (``convnn/backends/blocked_gather.py``, ``_scatter_sum``) accumulates with
 ``index_put_(accumulate=True)`` (sorted) instead of ``index_add_`` (atomic adds on CUDA).
 Times forward+backward of ConvNNAttention on the ``blocked`` path (softmax weights, sum
 kernel: both primitives) in both modes, alternating the modes between repeats, and prints
@@ -72,7 +72,7 @@ def layer_step(device: str, dtype: torch.dtype, batch: int) -> Callable[[], None
 
 def scatter_step(device: str, dtype: torch.dtype, batch: int) -> Callable[[], None]:
     """The scatter-add alone, at the layer's sizes (heads x tokens x k into 64 channels)."""
-    from convnn.backends.gather import _scatter_sum
+    from convnn.backends.blocked_gather import _scatter_sum
 
     g = torch.Generator().manual_seed(0)
     index = torch.randint(0, 197, (batch, 12, 197, 9), generator=g).to(device)

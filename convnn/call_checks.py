@@ -12,7 +12,7 @@ import math
 from torch import Tensor
 
 from .errors import OptionError
-from .ops.geometry import Grid
+from .ops.geometry import Grid, conv_output_size
 from .options import ConvNNOptions
 
 
@@ -118,6 +118,24 @@ def check_location_kernel(opts: ConvNNOptions, kernel_size: tuple[int, int], row
             f"kernel_size={tuple(kernel_size)} is not square: use candidates='window' "
             "(window_size=kernel_size) for its window",
             key="similarity",
+        )
+
+
+def check_map_size(
+    height: int,
+    width: int,
+    kernel_size: tuple[int, int],
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+) -> None:
+    """Refuse a map on which ``nn.Conv2d``'s output grid is empty (every path, the window
+    paths that run a convolution included, then answers with the same error)."""
+    sizes = zip((height, width), kernel_size, stride, padding, strict=True)
+    if any(conv_output_size(*axis) < 1 for axis in sizes):
+        raise OptionError(
+            f"input size {height}x{width} is smaller than kernel_size "
+            f"{tuple(kernel_size)} with padding {tuple(padding)}",
+            key="input",
         )
 
 

@@ -7,7 +7,9 @@ input, whose message is a single line for the user.
   cannot run the options.
 * :class:`UsageError`: bad input to a command (a path, a file, an argument);
   :class:`CheckpointError` and :class:`EvaluationError` are its kinds for checkpoints.
-* :class:`DataError`: a data set that is missing, empty, corrupt or inconsistent.
+* :class:`DataError`: a data set that is missing, empty, corrupt or inconsistent;
+  :class:`DataNotFoundError` (also a ``FileNotFoundError``) is its kind for a data set or
+  folder that does not exist.
 * :class:`GridError`: an ablation grid file or its output directory.
 
 The packages above ``convnn`` (``lightning_modules``, ``datamodules``, ``ablations``) import
@@ -22,6 +24,7 @@ __all__ = [
     "CheckpointError",
     "ConvNNError",
     "DataError",
+    "DataNotFoundError",
     "EvaluationError",
     "GridError",
     "OptionError",
@@ -62,6 +65,14 @@ class EvaluationError(UsageError):
 
 class DataError(ConvNNError, ValueError):
     """A data set that is missing, empty, corrupt or inconsistent (names the path)."""
+
+
+class DataNotFoundError(DataError, FileNotFoundError):
+    """A data set or data folder that does not exist (names the path and how to get it).
+
+    Also a ``FileNotFoundError``, as these errors were before they had a class of their own:
+    callers that catch that (``ablations.grid`` checks a cell with stand-in data when its
+    data is absent) keep working."""
 
 
 class GridError(ConvNNError, ValueError):

@@ -2,7 +2,7 @@
 
 Each call checks its inputs (before any computation), encodes positions, chooses a
 path (:func:`convnn.backends.choose_backend`: the one place that dispatches) and runs
-it. The pipeline every path computes (SPEC §1): positional encoding of the selection
+it. The pipeline every path computes (docs/method.md §1): positional encoding of the selection
 features -> candidate table -> similarity -> top-k selection (no gradient, float32,
 ties to the lower token index) -> weighting scores (with gradient) -> gather values ->
 aggregation kernel; :mod:`convnn.backends.reference` spells it out. :func:`select` and
@@ -22,7 +22,7 @@ from typing_extensions import Unpack
 from . import selection
 from .backends import MapCall, TokenCall, choose_backend, resolve_backend, select_top_k
 from .backends.conv import location_as_window
-from .call_checks import check_call, check_kernel_weights, check_location_kernel
+from .call_checks import check_call, check_kernel_weights, check_location_kernel, check_map_size
 from .ops.geometry import CandidateTable, ConvWindow, Grid, candidate_table, conv_queries
 from .ops.positional import encode_positions
 from .options import ConvNNOptions
@@ -132,6 +132,7 @@ def convnn2d(
     ``generator``, ``training``, ``backend`` (:class:`MapSelectionArgs`).
     """
     B, C, H, W = x.shape
+    check_map_size(H, W, kernel_size, stride, padding)
     options, where = _map_options("convnn2d", options, kernel_size, H + 2 * padding[0], where)
     check_kernel_weights(options.kernel, weight, pointwise_weight)
     window = ConvWindow(kernel_size, stride, padding)

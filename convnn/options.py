@@ -1,7 +1,8 @@
 """Option names of the ConvNN operator and their validation.
 
 Every option set is a ``Literal`` type; :func:`check_choice` turns a wrong value
-into a ``ValueError`` that names the parameter, the value and the allowed set.
+into an :class:`~convnn.errors.OptionError` (a ``ValueError``) that names the parameter,
+the value and the allowed set.
 """
 
 from __future__ import annotations

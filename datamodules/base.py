@@ -23,6 +23,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
+from convnn.errors import DataError, OptionError
 from convnn.validation import check_int, check_names, init_parameter_names
 
 Split = Literal["train", "val", "test"]
@@ -43,7 +44,7 @@ class TensorImageDataset(Dataset):
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform: Callable) -> None:
         if len(images) != len(labels):
-            raise ValueError(f"{len(images)} images but {len(labels)} labels")
+            raise DataError(f"{len(images)} images but {len(labels)} labels")
         self.images = images
         self.labels = labels.long()
         self.transform = transform
@@ -240,7 +241,9 @@ class ImageClassificationDataModule(L.LightningDataModule):
             None: ("train", "val", test),
         }
         if stage not in by_stage:
-            raise ValueError(f"stage={stage!r} is not allowed; expected one of {list(by_stage)}")
+            raise OptionError(
+                f"stage={stage!r} is not allowed; expected one of {list(by_stage)}", key="stage"
+            )
         return by_stage[stage]
 
     def setup(self, stage: str | None = None) -> None:

@@ -7,6 +7,7 @@ from typing import Any
 
 from torchvision.datasets import CIFAR10, CIFAR100
 
+from convnn.errors import DataNotFoundError
 from convnn.models._builder import CIFAR10_MEAN, CIFAR10_STD
 
 from .base import ImageClassificationDataModule, Split
@@ -52,14 +53,15 @@ class CIFAR10DataModule(ImageClassificationDataModule):
         return Path(self.root) / self.dataset_cls.base_folder
 
     def check_files(self) -> None:
-        """Raise ``FileNotFoundError`` (one line: the folder, the file, how to get the data)."""
+        """Raise ``DataNotFoundError`` (a ``FileNotFoundError``; one line: the folder, the file,
+        how to get the data)."""
         cls = self.dataset_cls
         names = [name for name, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]
         missing = [name for name in names if not (self.folder / name).is_file()]
         if not missing:
             return
         problem = "does not exist" if not self.folder.is_dir() else f"lacks {missing[0]!r}"
-        raise FileNotFoundError(
+        raise DataNotFoundError(
             f"{self.title} not found: '{self.folder}' {problem}; set `download: true` in the "
             f"data config to fetch it, or extract {cls.filename} "
             f"({cls.url}) so that '{cls.base_folder}' lies in root '{self.root}'"

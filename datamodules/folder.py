@@ -12,7 +12,7 @@ from PIL import Image
 from timm.data.auto_augment import AugmentOp
 from torchvision.datasets import ImageFolder
 
-from convnn.errors import DataError, OptionError
+from convnn.errors import DataError, DataNotFoundError, OptionError
 from convnn.validation import check_number
 
 from .base import (
@@ -29,6 +29,11 @@ CorruptImages = Literal["fail", "skip"]
 ColorJitter = float | tuple[float, float, float] | tuple[float, float, float, float] | None
 UNREADABLE = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 """What PIL raises for a truncated, corrupt or non-image file."""
+
+SCAN_LIMIT = 5000
+"""``scan_images=None`` (the default) decodes every image of a split in ``setup`` when the
+split holds at most this many: a bad file in a small folder stops ``fit`` before any
+training, for a fraction of one epoch's decoding; larger folders are read lazily."""
 
 
 def is_number(value: object) -> bool:
@@ -101,24 +106,24 @@ def apply_transform(transform: Any, image: Any) -> Any:
 def class_folders(split_dir: Path) -> list[str]:
     """Sorted class-folder names of ``split_dir`` (ImageFolder's order); clear errors if absent.
 
-    Raises ``FileNotFoundError`` when ``split_dir`` is missing, and ``ValueError`` when it has no
-    class folders or a class folder is empty.
+    Raises ``DataNotFoundError`` (a ``FileNotFoundError``) when ``split_dir`` is missing, and
+    ``DataError`` when it has no class folders or a class folder is empty.
     """
     if not split_dir.is_dir():
-        raise FileNotFoundError(
+        raise DataNotFoundError(
             f"image folder '{split_dir}' is missing; expected {split_dir}/<class>/<image> files"
         )
     with os.scandir(split_dir) as entries:
         classes = sorted(entry.name for entry in entries if entry.is_dir())
     if not classes:
-        raise ValueError(
+        raise DataError(
             f"image folder '{split_dir}' is empty: no class folders; "
             f"expected {split_dir}/<class>/<image> files"
         )
     for name in classes:
         with os.scandir(split_dir / name) as entries:
             if next(entries, None) is None:
-                raise ValueError(f"class folder '{split_dir / name}' is empty")
+                raise DataError(f"class folder '{split_dir / name}' is empty")
     return classes
 
 
@@ -246,8 +251,10 @@ class ImageNetDataModule(ImageClassificationDataModule):
         std: per-channel normalization standard deviation.
         corrupt_images: an unreadable (truncated, corrupt) image ``fail``s the run naming the
             file, or is ``skip``ped with a warning that names it and counts the skipped files.
-        scan_images: decode every image in ``setup``, before any training (threads:
-            ``max(1, num_workers)``), so a bad file fails or is dropped up front.
+        scan_images: decode every image of a split in ``setup``, before any training
+            (threads: ``max(1, num_workers)``), so a bad file fails or is dropped up front:
+            ``None`` for splits of at most :data:`SCAN_LIMIT` (5,000) images, ``True`` for
+            every split, ``False`` never (a bad file then shows when a batch reads it).
     """
 
     def __init__(
@@ -266,7 +273,7 @@ class ImageNetDataModule(ImageClassificationDataModule):
         mean: tuple[float, float, float] = IMAGENET_MEAN,
         std: tuple[float, float, float] = IMAGENET_STD,
         corrupt_images: CorruptImages = "fail",
-        scan_images: bool = False,
+        scan_images: bool | None = None,
         **loader: Any,
     ) -> None:
         super().__init__(**loader)
@@ -282,8 +289,8 @@ class ImageNetDataModule(ImageClassificationDataModule):
             ("corrupt_images", corrupt_images, CorruptImages.__args__),
         ):
             if value not in allowed:
-                raise ValueError(
-                    f"{name}={value!r} is not allowed; expected one of {list(allowed)}"
+                raise OptionError(
+                    f"{name}={value!r} is not allowed; expected one of {list(allowed)}", key=name
                 )
         self.corrupt_images = corrupt_images
         self.scan_images = scan_images
@@ -310,7 +317,7 @@ class ImageNetDataModule(ImageClassificationDataModule):
             ) from None
         root_dir = Path(self.root)
         if not root_dir.is_dir():
-            raise FileNotFoundError(
+            raise DataNotFoundError(
                 f"image root '{root_dir}' does not exist; expected {root_dir}/train/<class>/* "
                 f"and {root_dir}/val/<class>/*"
             )
@@ -319,7 +326,7 @@ class ImageNetDataModule(ImageClassificationDataModule):
         if val_classes != self.classes:
             only_train = sorted(set(self.classes) - set(val_classes))[:3]
             only_val = sorted(set(val_classes) - set(self.classes))[:3]
-            raise ValueError(
+            raise DataError(
                 f"'{root_dir / 'train'}' and '{root_dir / 'val'}' must hold the same class "
                 f"folders; only in train: {only_train}, only in val: {only_val}"
             )
@@ -329,12 +336,13 @@ class ImageNetDataModule(ImageClassificationDataModule):
         return imagenet_transform(train, **self.transform_args)
 
     def make_dataset(self, split: Split) -> CheckedImageFolder:
-        """The image folder of ``split``, scanned first when ``scan_images``."""
+        """The image folder of ``split``, scanned first as ``scan_images`` says."""
         folder = Path(self.root) / ("train" if split == "train" else "val")
         transform = self.transforms[split == "train"]
         dataset = CheckedImageFolder(str(folder), transform, self.corrupt_images)
         if dataset.classes != self.classes:
-            raise ValueError(f"class folders of '{folder}' changed since construction")
-        if self.scan_images:
+            raise DataError(f"class folders of '{folder}' changed since construction")
+        scan = self.scan_images
+        if scan or (scan is None and len(dataset) <= SCAN_LIMIT):
             dataset.scan(self.num_workers)
         return dataset

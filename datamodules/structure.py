@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from convnn.errors import OptionError
 from convnn.validation import check_int
 
 from .base import ImageClassificationDataModule, Split, TensorImageDataset, check_image_size
@@ -87,7 +88,11 @@ def marker_images(
     S = image_size
     side = S // MARKER
     if side <= MIN_CELLS:
-        raise ValueError(f"image_size={S} must be >= {(MIN_CELLS + 1) * MARKER} for the markers")
+        raise OptionError(
+            f"image_size={S} is not allowed; expected >= {(MIN_CELLS + 1) * MARKER} for the "
+            "markers",
+            key="image_size",
+        )
     labels = torch.randperm(num_images, generator=gen) % 2
     images = (torch.rand(num_images, 1, S, S, generator=gen) * 0.3).repeat(1, 3, 1, 1)
     pairs = _far_pairs(side, MIN_CELLS)

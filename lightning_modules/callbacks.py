@@ -1,7 +1,7 @@
 """Callbacks the ``convnn`` command always adds: what a run prints and writes for the user.
 
 * :class:`RunReport` (``fit``): the run directory at the start; the best and last checkpoints
-  and the best value of the monitored metric at the end.
+  and the best value of the monitored metric at the end (of the whole run when resumed).
 * :class:`EpochLog` (``fit``): one plain line per epoch with its metrics when no progress bar
   is shown or the output is not a terminal (a log file), e.g. ``epoch 3/30  train/acc1 86.1%
   train/loss 0.412  val/acc1 88.6%  val/loss 0.391  lr 3.20e-03  12.3s`` (one line). When
@@ -54,11 +54,18 @@ def _number(name: str, value: float) -> str:
     return f"{value:.3g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.2e}"
 
 
+def _better(score: float, than: float, mode: str) -> bool:
+    """Whether ``score`` beats ``than`` for a metric monitored in ``mode`` (``max``/``min``)."""
+    return score < than if mode == "min" else score > than
+
+
 class RunReport(L.Callback):
-    """Print where a ``fit`` run goes and, at its end, what it left there."""
+    """Print where a ``fit`` run goes and, at its end, what it left there: for a resumed run
+    the best checkpoint of the whole run, before the resume included."""
 
     def __init__(self) -> None:
         self.directory: str | None = None
+        self.resumed_best: dict[str, tuple[float, str]] = {}
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         # before the model summary and data loading: the first thing a run says
@@ -67,6 +74,27 @@ class RunReport(L.Callback):
         self.directory = run_directory(trainer)
         report(f"run directory {self.directory}", "fit")
 
+    def on_load_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        """The resumed checkpoint's best score and file per monitored metric, from its
+        checkpoint callbacks' states: a run resumed into a new version directory starts
+        its callback's best afresh (Lightning keeps no scores across directories)."""
+        for state in (checkpoint.get("callbacks") or {}).values():
+            if isinstance(state, dict) and state.get("monitor"):
+                score, path = state.get("best_model_score"), state.get("best_model_path")
+                if score is not None and path:
+                    self.resumed_best[state["monitor"]] = (float(score), str(path))
+
+    def best(self, callback: ModelCheckpoint) -> tuple[float | None, str]:
+        """``(score, path)`` of the best checkpoint of ``callback``'s metric over the whole
+        run: the resumed checkpoint's best (path marked) when no epoch since beat it."""
+        score = None if callback.best_model_score is None else float(callback.best_model_score)
+        earlier = self.resumed_best.get(str(callback.monitor))
+        if earlier is not None and (score is None or _better(earlier[0], score, callback.mode)):
+            return earlier[0], f"{earlier[1]} (saved before the resume)"
+        return score, callback.best_model_path
+
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.fast_dev_run or not trainer.is_global_zero:
             return
@@ -74,9 +102,9 @@ class RunReport(L.Callback):
             if not isinstance(callback, ModelCheckpoint):
                 continue
             if callback.monitor and callback.best_model_path:
-                score = callback.best_model_score
-                value = "" if score is None else f" {_number(callback.monitor, float(score))}"
-                report(f"best {callback.monitor}{value}: {callback.best_model_path}", "fit")
+                score, path = self.best(callback)
+                value = "" if score is None else f" {_number(callback.monitor, score)}"
+                report(f"best {callback.monitor}{value}: {path}", "fit")
             elif callback.last_model_path or callback.best_model_path:
                 path = callback.last_model_path or callback.best_model_path
                 report(f"last checkpoint: {path}", "fit")

@@ -23,9 +23,9 @@ from torch import nn
 
 from convnn.errors import CheckpointError, first_line
 
-from .files import atomic_write
+from .files import atomic_write, saved_by_torch
 
-__all__ = ["CheckpointError", "SafeCheckpointIO", "check_state_dict", "load_checkpoint"]
+__all__ = ["SafeCheckpointIO", "check_state_dict", "load_checkpoint"]
 
 
 def load_checkpoint(
@@ -40,11 +40,12 @@ def load_checkpoint(
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+    zipped = saved_by_torch(path)
+    try:  # torch memory-maps the zip format only
+        ckpt = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap and zipped)
     except Exception as err:  # noqa: BLE001  (any failure means: not a safe checkpoint)
         raise CheckpointError(
-            f"{path} is not a checkpoint that loads safely (weights_only=True): {first_line(err)}"
+            f"{path} is not a checkpoint that loads safely (weights_only=True): {_reason(err)}"
         ) from err
     if not isinstance(ckpt, dict) or not {"state_dict", "hyper_parameters"} <= ckpt.keys():
         raise CheckpointError(
@@ -52,6 +53,16 @@ def load_checkpoint(
             "(no 'state_dict' and 'hyper_parameters')"
         )
     return ckpt
+
+
+def _reason(err: BaseException) -> str:
+    """Why ``torch.load`` failed, in one line, without PyTorch's advice to load the file
+    with ``weights_only=False`` (which would run any code it holds)."""
+    text = str(err)
+    _, found, detail = text.partition("WeightsUnpickler error: ")
+    if found:  # e.g. "Unsupported global: GLOBAL __main__.Payload was not an allowed global"
+        return detail.strip().splitlines()[0].split(" by default.")[0].rstrip(".")
+    return first_line(err)
 
 
 def check_state_dict(model: nn.Module, state: dict[str, Any], path: str | Path) -> None:

@@ -27,9 +27,9 @@ from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
 import convnn  # noqa: F401  (registers the convnn_* models in timm)
-from convnn.errors import UsageError
+from convnn.errors import OptionError, UsageError
 from convnn.models.size_check import CONVNN_LAYERS, check_sizes
-from convnn.validation import check_choice
+from convnn.validation import check_choice, check_number
 
 from .checkpoint_io import check_state_dict
 from .init_weights import load_initial_weights
@@ -47,10 +47,12 @@ def _create_model(name: str, num_classes: int, in_chans: int, kwargs: dict[str, 
     if not timm.is_model(name):
         close = difflib.get_close_matches(name, timm.list_models(), n=3, cutoff=0.8)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise ValueError(f"model={name!r} is not a timm model{hint}")
+        raise OptionError(f"model={name!r} is not a timm model{hint}", key="model")
     clash = [k for k in _RESERVED if k in kwargs]
     if clash:
-        raise ValueError(f"model_kwargs may not set {clash}: they come from the DataModule")
+        raise OptionError(
+            f"model_kwargs may not set {clash}: they come from the DataModule", key="model_kwargs"
+        )
     return timm.create_model(name, num_classes=num_classes, in_chans=in_chans, **kwargs)
 
 
@@ -90,21 +92,23 @@ def input_size(name: str, image_size: int | None, model_kwargs: dict[str, Any]) 
 
 def _follow_image_size(
     name: str, image_size: int | None, model_kwargs: dict[str, Any]
-) -> tuple[int, dict[str, Any]]:
-    """``(input side, model kwargs)``: a model with a fixed input size is built for
-    ``image_size`` (its ``img_size`` follows the data, replacing ``model_kwargs['img_size']``
-    with a note); other models take any size."""
+) -> tuple[int, dict[str, Any], str | None]:
+    """``(input side, model kwargs, note)``: a model with a fixed input size is built for
+    ``image_size`` (its ``img_size`` follows the data, replacing ``model_kwargs['img_size']``:
+    ``note`` says so, to be printed once the model is known to fit); other models take any
+    size."""
     size = input_size(name, image_size, model_kwargs) or 32
     kwargs = dict(model_kwargs)
+    line = None
     if image_size is not None and fixed_input_size(name):
         given = kwargs.get("img_size")
         if given is not None and _square(given) != image_size:
-            note(
+            line = (
                 f"{name} is built for {image_size}x{image_size} inputs, the data's image_size "
                 f"(model_kwargs img_size {given} replaced)"
             )
         kwargs["img_size"] = image_size
-    return size, kwargs
+    return size, kwargs, line
 
 
 def check_input_size(name: str, size: int | None, data_size: int, what: str) -> None:
@@ -116,6 +120,23 @@ def check_input_size(name: str, size: int | None, data_size: int, what: str) -> 
         f"{what} holds a {name} for {size}x{size} images (image_size {size}), but the data "
         f"gives {data_size}x{data_size} (image_size {data_size}); its position embedding "
         f"fits one size only: use data with image_size {size}"
+    )
+
+
+def check_patch_grid(net: nn.Module, name: str, image_size: int) -> None:
+    """:class:`OptionError` (``key="image_size"``) when ``image_size`` is not a multiple of
+    the patch size of ``net``'s patch embedding (a ViT's): its strided convolution would
+    drop the last rows and columns of pixels without a word."""
+    embed = getattr(net, "patch_embed", None)
+    patch = _square(tuple(getattr(embed, "patch_size", None) or ()))
+    if not patch or image_size % patch == 0 or getattr(embed, "dynamic_img_pad", False):
+        return
+    rest = image_size % patch
+    raise OptionError(
+        f"image_size={image_size} is not a multiple of the patch size {patch} of {name}: its "
+        f"patch embedding would drop the last {rest} rows and columns of pixels; use "
+        f"image_size {image_size - rest} or {image_size - rest + patch}",
+        key="image_size",
     )
 
 
@@ -206,11 +227,15 @@ class ImageClassifier(L.LightningModule):
         check_choice("loss", loss, ("ce", "bce"))
         check_choice("optimizer", optimizer, get_args(OptimizerName))
         check_choice("scheduler", scheduler, get_args(SchedulerName))
-        if not 0.0 <= label_smoothing < 1.0:
-            raise ValueError(f"label_smoothing={label_smoothing} must be in [0, 1)")
-        image_size, model_kwargs = _follow_image_size(model, image_size, dict(model_kwargs or {}))
+        check_number("label_smoothing", label_smoothing, "in [0, 1)", lambda p: 0 <= p < 1)
+        # checked here, not first by torch.optim when training starts
+        check_number("lr", lr, ">= 0", lambda v: v >= 0)
+        check_number("weight_decay", weight_decay, ">= 0", lambda v: v >= 0)
+        kwargs = dict(model_kwargs or {})
+        image_size, model_kwargs, size_note = _follow_image_size(model, image_size, kwargs)
         self.image_size = image_size  # the side of the inputs the network takes
         self.model = _create_model(model, num_classes, in_chans, model_kwargs)
+        check_patch_grid(self.model, model, image_size)
         if init_from is not None:
             self.model = load_initial_weights(
                 self.model,
@@ -228,6 +253,8 @@ class ImageClassifier(L.LightningModule):
                 ),
             )
         _check_sizes(self.model, model, (in_chans, image_size, image_size), model_kwargs)
+        if size_note:
+            note(size_note)
         self.ema = None
         if ema:
             self.ema = ModelEmaV3(self.model, decay=ema_decay, use_warmup=ema_warmup)
@@ -323,7 +350,10 @@ class ImageClassifier(L.LightningModule):
         hp, trainer = self.hparams, self.trainer
         total = trainer.estimated_stepping_batches  # also sets up the train DataLoader
         if hp.scheduler != "none" and math.isinf(total):
-            raise ValueError(f"scheduler={hp.scheduler!r} needs trainer.max_epochs or max_steps")
+            raise OptionError(
+                f"scheduler={hp.scheduler!r} needs trainer.max_epochs or max_steps",
+                key="scheduler",
+            )
         batches = trainer.num_training_batches
         per_epoch = 1 if math.isinf(batches) else int(batches) // trainer.accumulate_grad_batches
         per_epoch = max(1, per_epoch)
@@ -380,7 +410,10 @@ class ImageClassifier(L.LightningModule):
             return self.hparams.lr
         batch = getattr(self.trainer.train_dataloader, "batch_size", None)
         if batch is None:
-            raise ValueError("lr_base_batch_size needs a train DataLoader with a batch_size")
+            raise OptionError(
+                f"lr_base_batch_size={base} needs a train DataLoader with a batch_size",
+                key="lr_base_batch_size",
+            )
         trainer = self.trainer
         return self.hparams.lr * batch * trainer.world_size * trainer.accumulate_grad_batches / base
 

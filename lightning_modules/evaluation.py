@@ -28,7 +28,7 @@ from jsonargparse import ArgumentParser
 from lightning.pytorch.callbacks import RichProgressBar
 
 import convnn
-from convnn.errors import EvaluationError, first_line, root_cause
+from convnn.errors import CheckpointError, EvaluationError, first_line, root_cause
 from datamodules import ImageClassificationDataModule
 
 from . import checkpoint_io
@@ -265,7 +265,7 @@ def checkpoint_info(ckpt: dict[str, Any], path: str | Path) -> dict[str, Any]:
                 if candidate.is_file():
                     try:
                         other = checkpoint_io.load_checkpoint(candidate, mmap=True)
-                    except checkpoint_io.CheckpointError:
+                    except CheckpointError:
                         continue
                     best["epoch"] = None if other.get("epoch") is None else other["epoch"] + 1
                     break
@@ -401,7 +401,7 @@ def paper_comparison(
     num_classes: int,
     info: dict[str, Any] | None = None,
 ) -> dict[str, Any] | None:
-    """The published number of the model's SPEC §4 row (``lightning_modules.paper``) beside the
+    """The published number of the model's method §4 row (``lightning_modules.paper``) beside the
     measured top-1 of the checkpoint ``info`` describes (:func:`checkpoint_info`): a
     difference only on the row's statistic (the best epoch); ``None`` when no row has this
     network."""

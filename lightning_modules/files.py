@@ -13,11 +13,12 @@ import contextlib
 import json
 import os
 import tempfile
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-from convnn.errors import UsageError
+from convnn.errors import CheckpointError, UsageError
 
 __all__ = [
     "PREEMPTED",
@@ -25,8 +26,16 @@ __all__ = [
     "atomic_write",
     "atomic_write_json",
     "atomic_write_text",
+    "check_checkpoint_file",
+    "check_input_file",
     "check_writable",
+    "saved_by_torch",
 ]
+
+ZIP_MAGIC = b"PK\x03\x04"
+"""The first bytes of a file in ``torch.save``'s format (a zip archive)."""
+PICKLE_MAGIC = b"\x80"
+"""The first byte of a file in its older format (a pickle, protocol 2 or later)."""
 
 
 PROGRESS_FILE_ENV = "CONVNN_PROGRESS_FILE"
@@ -77,3 +86,38 @@ def check_writable(directory: str | Path, what: str) -> None:
     except OSError as err:
         reason = err.strerror or type(err).__name__
         raise UsageError(f"{what} '{directory}' cannot be written: {reason}") from None
+
+
+def check_input_file(path: str | Path, option: str) -> Path:
+    """``path`` as a :class:`Path`; :class:`UsageError` naming ``option`` when it does not
+    exist or is not a file."""
+    path = Path(path)
+    if not path.exists():
+        raise UsageError(f"{option} '{path}' does not exist")
+    if not path.is_file():
+        raise UsageError(f"{option} '{path}' is not a file")
+    return path
+
+
+def check_checkpoint_file(path: str | Path, option: str) -> None:
+    """Before torch is imported: ``path`` exists and ``torch.save`` wrote it
+    (:func:`check_input_file`, :func:`saved_by_torch`)."""
+    saved_by_torch(check_input_file(path, option))
+
+
+def saved_by_torch(path: str | Path) -> bool:
+    """Whether ``path`` is in ``torch.save``'s zip format (``False``: its older pickle
+    format); :class:`CheckpointError` when it is neither (an image, a text file, ...)."""
+    path = Path(path)
+    with path.open("rb") as f:
+        head = f.read(4)
+    if head == ZIP_MAGIC:
+        if not zipfile.is_zipfile(path):
+            raise CheckpointError(f"{path} is a truncated or damaged checkpoint (zip archive)")
+        return True
+    if head[:1] == PICKLE_MAGIC:
+        return False
+    raise CheckpointError(
+        f"{path} is not a checkpoint: torch.save did not write it (it is neither a zip "
+        "archive nor a pickle)"
+    )

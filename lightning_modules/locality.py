@@ -5,7 +5,7 @@ The checkpoint and its data are loaded as by ``convnn evaluate`` (its helpers: n
 file runs; ``--data`` or the run's own DataModule). Writes into ``DIR``:
 
 * ``locality.json``: per ConvNN layer (``layers: {name: {...}}``, forward order) the
-  statistics of :mod:`convnn.inspection.locality` over the split's images (all, or
+  statistics of :mod:`convnn.inspection.locality_stats` over the split's images (all, or
   ``--max_images``), and the run's identity;
 * ``neighbors_<i>.png``: for the first ``--images`` images, every layer (rows) x query point
   and head (columns): the image, the query outlined, its neighbors lit

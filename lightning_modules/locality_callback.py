@@ -6,7 +6,7 @@ the evaluation network runs once on the first ``num_images`` validation images u
 
 * scalars ``locality/<layer>/<statistic>`` (``mean_distance``, ``window_fraction``,
   ``self_fraction``, ``prefix_fraction``, ``padding_fraction``, ``coverage``: see
-  :mod:`convnn.inspection.locality`), over those images, through every logger's
+  :mod:`convnn.inspection.locality_stats`), over those images, through every logger's
   ``log_metrics`` (TensorBoard, CSV, W&B, MLflow, ...);
 * an image ``neighbors/<layer>`` per ConvNN layer: the first validation image at three
   query points (rows) for every head (columns), neighbors lit (``docs/inspection.md``), to

@@ -1,4 +1,4 @@
-"""The paper's published numbers (SPEC §4), in one place: ``convnn-ablate report`` and
+"""The paper's published numbers (docs/method.md §4), in one place: ``convnn-ablate report`` and
 ``convnn evaluate`` both read them from :data:`ROWS`.
 
 A row is identified by its network: the timm model name and the ``model_kwargs`` of the
@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
+
+from convnn.errors import GridError, OptionError
 
 __all__ = [
     "IGNORED",
@@ -68,7 +70,7 @@ class PaperRow:
     top1: float
     gflops: float | None = None
     params_m: float | None = None
-    source: str = "SPEC §4"
+    source: str = "docs/method.md §4"
     configs: tuple[str, ...] = field(default=())
     statistic: str = "best"
     """The epoch ``top1`` is taken from (:data:`STATISTICS`)."""
@@ -93,7 +95,7 @@ def _imagenet(id_: str, label: str, model: str, kwargs: dict, top1: float, gf: f
 
 def _cifar(id_: str, label: str, kwargs: dict, top1: float) -> PaperRow:
     configs = ("configs/cifar10.yaml", f"configs/cifar/{id_}.yaml")
-    source = "SPEC §4, CIFAR-10 VGG-11 branching sweep"
+    source = "docs/method.md §4, CIFAR-10 VGG-11 branching sweep"
     data = {"data": "CIFAR10DataModule", "num_classes": 10}
     return PaperRow(id_, label, **data, model="convnn_vgg11", model_kwargs=kwargs, top1=top1,
                     source=source, configs=configs, statistic=_BEST)  # fmt: skip
@@ -173,12 +175,12 @@ def parse_entry(entry: Any) -> dict[str, Any]:
     """A grid's ``paper:`` entry, ``{setting: {...}, row: ID}`` (a row of :data:`ROWS`) or
     ``{setting: {...}, top1: NUMBER[, label: TEXT][, statistic: best|last]}``, as
     ``{"setting", "top1", "label", "statistic"[, "row"]}`` (a row's statistic is the row's; a
-    number's is ``best`` unless given); ``ValueError`` naming the entry otherwise."""
+    number's is ``best`` unless given); ``GridError`` naming the entry otherwise."""
     ok = isinstance(entry, dict) and isinstance(entry.get("setting"), dict)
     ok = ok and ("row" in entry) != ("top1" in entry)
     ok = ok and not ("row" in entry and "statistic" in entry)
     if not ok or set(entry) - {"setting", "row", "top1", "label", "statistic"}:
-        raise ValueError(
+        raise GridError(
             f"paper entry {entry!r}: expected {{setting: {{...}}, row: ID}} or "
             "{setting: {...}, top1: NUMBER, label: TEXT, statistic: best|last}"
         )
@@ -186,7 +188,7 @@ def parse_entry(entry: Any) -> dict[str, Any]:
         label = str(entry.get("label", "published"))
         statistic = str(entry.get("statistic", "best"))
         if statistic not in STATISTICS:
-            raise ValueError(
+            raise GridError(
                 f"paper entry {entry['setting']}: statistic {statistic!r}; expected one of "
                 f"{', '.join(STATISTICS)}"
             )
@@ -194,8 +196,8 @@ def parse_entry(entry: Any) -> dict[str, Any]:
         return {"setting": entry["setting"], "top1": top1, "label": label, "statistic": statistic}
     try:
         row = get_row(str(entry["row"]))
-    except KeyError as err:
-        raise ValueError(f"paper entry {entry['setting']}: {err.args[0]}") from None
+    except OptionError as err:
+        raise GridError(f"paper entry {entry['setting']}: {err}") from None
     label = entry.get("label", f"{row.label} ({row.source})")
     found = {"setting": entry["setting"], "row": row.id, "top1": row.top1, "label": label}
     return found | {"statistic": row.statistic}
@@ -213,11 +215,12 @@ def statistic_of(paper: dict[str, Any] | None) -> str | None:
 
 
 def get_row(row_id: str) -> PaperRow:
-    """The row named ``row_id``; ``KeyError`` naming the known ids otherwise."""
+    """The row named ``row_id``; ``OptionError`` (key ``row``) naming the known ids otherwise."""
     try:
         return ROWS[row_id]
     except KeyError:
-        raise KeyError(f"no published row {row_id!r}; known: {', '.join(ROWS)}") from None
+        known = ", ".join(ROWS)
+        raise OptionError(f"no published row {row_id!r}; known: {known}", key="row") from None
 
 
 def find_row(model: str, model_kwargs: dict[str, Any] | None) -> PaperRow | None:

@@ -4,7 +4,7 @@ Selection runs without autograd over blocks of queries whose ``(*, rows, M)`` sc
 block stays under ``selection_budget_mb``; the weighting scores of the ``k`` selected
 neighbors only are computed with gradient (reusing the selection's scores as forward
 values where the weighting similarity is the selection similarity), and the ``sum``
-kernel is a fused weighted gather (:mod:`~convnn.backends.gather`, Triton on CUDA).
+kernel is a fused weighted gather (:mod:`~convnn.backends.blocked_gather`, Triton on CUDA).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from ..ops.geometry import CandidateTable
 from ..ops.scores import dense_scores, spatial_distance, weighting_spec
 from ..ops.similarity import autocast_off, feature_similarity, score_dtype, similarity_spec
 from . import Path, TokenCall, register
-from .gather import gather_dot, weighted_gather_sum
+from .blocked_gather import gather_dot, weighted_gather_sum
 
 
 def _rows(table: CandidateTable, distance: Tensor | None, rows: slice):
@@ -62,7 +62,7 @@ def gathered_feature_scores(
     selected: Tensor | None = None,
 ) -> Tensor:
     """``dot``/``cosine``/``euclidean`` scores of the selected neighbors ``(*, Nq, k)``,
-    through :func:`~convnn.backends.gather.gather_dot` (no gathered key tensor is kept;
+    through :func:`~convnn.backends.blocked_gather.gather_dot` (no gathered key tensor is kept;
     the formula is the table entry's ``gathered``, :data:`~convnn.ops.similarity.SIMILARITIES`).
 
     ``query`` ``(*, Nq, D)``, ``key`` ``(*, N, D)``, ``index`` ``(*, Nq, k)``.

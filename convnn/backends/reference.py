@@ -1,4 +1,4 @@
-"""The ``reference`` path: the definition of ConvNN, readable top to bottom (SPEC §1).
+"""The ``reference`` path: the definition of ConvNN, readable top to bottom (docs/method.md §1).
 
 Dense similarity of every candidate (with gradient), a full stable sort for the
 top-k (no gradient), the weighting scores of the selected neighbors (a feature similarity

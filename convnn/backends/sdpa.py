@@ -1,5 +1,5 @@
 """The ``sdpa`` path: every token selected, ``softmax(dot)`` weights and the ``sum``
-kernel are exactly scaled dot-product attention (SPEC §2), run by
+kernel are exactly scaled dot-product attention (docs/method.md §2), run by
 ``F.scaled_dot_product_attention`` (flash / memory-efficient kernels where available)."""
 
 from __future__ import annotations

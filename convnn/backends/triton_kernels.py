@@ -16,7 +16,7 @@ One fused kernel gathers neighbor rows and either sums them weighted
   queries are read as contiguous ``(rows, k)`` / ``(rows, C)`` tables.
 * An index outside ``[0, N)`` reads a zero row, never other memory: index ``N`` is the
   null token of zero-padded windows; any other is a bug that the debug check of
-  :mod:`convnn.backends.gather` (``CONVNN_DEBUG=1``) reports.
+  :mod:`convnn.backends.blocked_gather` (``CONVNN_DEBUG=1``) reports.
 """
 
 from __future__ import annotations

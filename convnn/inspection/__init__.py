@@ -1,10 +1,10 @@
 """See what ConvNN selects: record the neighbors of every ConvNN layer, measure how local
 they are, and draw them.
 
-* :func:`record_selection` (:mod:`~convnn.inspection.record`): the selected token indices
+* :func:`record_selection` (:mod:`~convnn.inspection.selection_record`): the selected token indices
   and weights of every ConvNN layer (and head) during a forward pass;
   :func:`convnn.functional.select` / :func:`~convnn.functional.select2d` for one call.
-* :class:`LocalityCounter` (:mod:`~convnn.inspection.locality`): mean distance, 3x3-window,
+* :class:`LocalityCounter` (:mod:`~convnn.inspection.locality_stats`): mean distance, 3x3-window,
   self, prefix and padding shares, coverage and the distance histogram;
   :func:`measure_locality` over a model and data.
 * :func:`image_picture`, :func:`layer_picture` (:mod:`~convnn.inspection.pictures`): the
@@ -13,9 +13,9 @@ they are, and draw them.
 ``docs/inspection.md`` explains how to read them.
 """
 
-from .locality import LocalityCounter, NeighborFacts, neighbor_facts
+from .locality_stats import LocalityCounter, NeighborFacts, neighbor_facts
 from .pictures import NeighborView, neighbor_view, panel, picture_grid, query_at, save_png
-from .record import SelectionRecord, record_selection
+from .selection_record import SelectionRecord, record_selection
 from .summary import (
     AUTO_POINTS,
     count_selections,

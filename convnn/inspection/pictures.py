@@ -19,7 +19,7 @@ from torch import Tensor
 
 from ..selection import Selection
 from ..validation import check_number
-from .locality import neighbor_facts
+from .locality_stats import neighbor_facts
 
 __all__ = [
     "NeighborView",

@@ -13,9 +13,9 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from .locality import LocalityCounter
+from .locality_stats import LocalityCounter
 from .pictures import neighbor_view, panel, picture_grid, query_at
-from .record import SelectionRecord, record_selection
+from .selection_record import SelectionRecord, record_selection
 
 __all__ = [
     "AUTO_POINTS",
@@ -43,7 +43,7 @@ def count_selections(record: SelectionRecord, counters: dict[str, LocalityCounte
 
 @torch.no_grad()
 def measure_locality(net: nn.Module, batches: Iterable[Tensor]) -> dict[str, dict[str, Any]]:
-    """Locality statistics (:mod:`convnn.inspection.locality`) of every ConvNN layer of
+    """Locality statistics (:mod:`convnn.inspection.locality_stats`) of every ConvNN layer of
     ``net`` over the images ``(B, C, H, W)`` of ``batches`` (on ``net``'s device), by layer
     name in forward order. Layers whose tokens have no grid are left out."""
     counters: dict[str, LocalityCounter] = {}

@@ -57,7 +57,7 @@ ATTENTION_PRESETS: dict[str, dict[str, Any]] = {
         window_border="shift",
     ),
 }
-"""``layer`` values of the ViTs that name a published attention variant (SPEC §2), each a
+"""``layer`` values of the ViTs that name a published attention variant (docs/method.md §2), each a
 ConvNN-attention with these options fixed:
 
 - ``"kvt"``: KVT top-k attention (scores outside each query's ``k`` highest set to

@@ -4,7 +4,7 @@ Selected ``nn.Conv2d`` modules become :class:`~convnn.ConvNN2d` (``layer="convnn
 or :class:`~convnn.BranchingConv2d` (``layer="branching"``); selected timm
 ``Attention`` modules become :class:`~convnn.ConvNNAttention` or
 :class:`~convnn.BranchingAttention`. With no options every converted layer is the
-exact special case of the layer it replaces (SPEC §2) and keeps its weights, so the
+exact special case of the layer it replaces (docs/method.md §2) and keeps its weights, so the
 converted model computes what the original did; options move away from it::
 
     model = timm.create_model("resnet50", pretrained=True)
@@ -25,6 +25,7 @@ import torch
 from timm.layers import Attention
 from torch import nn
 
+from ..errors import OptionError
 from ..modules import BranchingAttention, BranchingConv2d, ConvNN1d, ConvNN2d, ConvNNAttention
 from ..modules.conv_layers import conv2d_issue, exact_conv_settings
 from ..options import OPTION_NAMES
@@ -174,6 +175,19 @@ def _new_layer(
     return _convnn_conv(module, settings["conv"])  # type: ignore[arg-type]
 
 
+def _layer_settings(settings: dict[str, dict[str, Any]], index: int) -> dict[str, dict[str, Any]]:
+    """The settings of the ``index``-th converted layer: with ``random`` candidates its fixed
+    eval sample is hashed from ``sample_seed + index``, so that each layer evaluates with its
+    own sample as it trains with its own draws (one sample shared by every layer hides the
+    same tokens from all of them, which costs accuracy: docs/random_candidates.md)."""
+    own = {}
+    for kind, values in settings.items():
+        if values.get("candidates") == "random":
+            values = {**values, "sample_seed": values.get("sample_seed", 0) + index}
+        own[kind] = values
+    return own
+
+
 def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
     parent_name, _, child = name.rpartition(".")
     setattr(model.get_submodule(parent_name), child, new)
@@ -210,8 +224,8 @@ def convert(
     Returns:
         ``model`` (or the new module when ``model`` itself is converted).
     Raises:
-        ValueError: for an unknown layer, ratio or option, or when ``include`` matches
-            nothing that can be converted.
+        OptionError: for an unknown layer, ratio or option, or when ``include`` matches
+            nothing that can be converted (``key`` names the parameter).
     """
     check_choice("layer", layer, Layer)
     check_ratio("branch_ratio", branch_ratio)
@@ -230,7 +244,8 @@ def convert(
             continue
         if any(n != name and (not n or name.startswith(n + ".")) for n in inside):
             continue  # already part of a ConvNN layer
-        new = _new_layer(module, kind, name, layer, branch_ratio, mix, settings, modules)
+        own = _layer_settings(settings, len(converted))
+        new = _new_layer(module, kind, name, layer, branch_ratio, mix, own, modules)
         if new is None:
             if include is not None:
                 reason = _issue(module, kind, layer)
@@ -243,5 +258,7 @@ def convert(
             result = new
         converted.append(name)
     if include is not None and not converted:
-        raise ValueError(f"include={list(include)} matched no convertible module of the model")
+        raise OptionError(
+            f"include={list(include)} matched no convertible module of the model", key="include"
+        )
     return result

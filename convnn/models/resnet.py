@@ -1,4 +1,4 @@
-"""ConvNN ResNets (SPEC §3): timm's ``ResNet`` with the 3x3 convolutions of its blocks
+"""ConvNN ResNets (docs/method.md §3): timm's ``ResNet`` with the 3x3 convolutions of its blocks
 replaced by ConvNN or branching layers.
 
 ``stages`` picks the converted stages (1-4); within them every 3x3 convolution of a
@@ -19,6 +19,7 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 from torch import nn
 
+from ..errors import OptionError
 from ._builder import baseline_cfg, cifar_cfg
 from ._common import create_convnn_model
 
@@ -44,7 +45,10 @@ class CifarResNet(ResNet):
 def _create_resnet(variant: str, pretrained: bool, cls: type[ResNet], **kwargs: Any) -> ResNet:
     stages = kwargs.pop("stages", (1, 2, 3, 4))
     if not stages or any(s not in (1, 2, 3, 4) for s in stages):
-        raise ValueError(f"stages={stages!r} must be a non-empty subset of (1, 2, 3, 4)")
+        raise OptionError(
+            f"stages={stages!r} is not allowed; expected a non-empty subset of (1, 2, 3, 4)",
+            key="stages",
+        )
     include = [f"layer{s}.*" for s in stages]
     create_baseline = partial(build_model_with_cfg, cls)
     return create_convnn_model(  # type: ignore[return-value]

@@ -1,4 +1,4 @@
-"""ConvNN ViTs (SPEC §3): timm's ``VisionTransformer`` with the attention of every
+"""ConvNN ViTs (docs/method.md §3): timm's ``VisionTransformer`` with the attention of every
 block replaced by ConvNN-attention or branching attention.
 
 ``layer="attention"`` is the unmodified ViT; ``"convnn"`` uses

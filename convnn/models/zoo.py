@@ -1,4 +1,4 @@
-"""The model zoo: the paper's variants (SPEC §4) and the other ``convnn_*`` models, as
+"""The model zoo: the paper's variants (docs/method.md §4) and the other ``convnn_*`` models, as
 ``(title, model name, input size, {row label: model kwargs})`` with the baseline first.
 
 ``python -m convnn.models.zoo [--all] [--markdown]`` prints their parameters and

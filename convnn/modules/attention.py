@@ -1,7 +1,7 @@
 """Attention-style ConvNN: a drop-in for timm's ViT ``Attention``.
 
 Per head, learned ``q/k/v`` projections give the selection features and values;
-each query aggregates its ``k`` selected neighbors (SPEC §1). With ``k=None``
+each query aggregates its ``k`` selected neighbors (docs/method.md §1). With ``k=None``
 (all tokens), ``softmax(dot)`` weighting and the ``sum`` kernel the layer is
 exactly multi-head self-attention; with ``k < N`` it is KVT top-k attention.
 
@@ -223,7 +223,12 @@ class ConvNNAttention(nn.Module):
         B, N, _ = x.shape
         h, hc, hd = self.num_heads, self.convnn_heads, self.head_dim
         if hc and (attn_mask is not None or is_causal):
-            raise ValueError("attn_mask and is_causal are not supported by ConvNN heads")
+            key = "attn_mask" if attn_mask is not None else "is_causal"
+            raise OptionError(
+                f"{key} is not supported by ConvNN heads (convnn_heads={hc}); expected "
+                "attn_mask=None and is_causal=False",
+                key=key,
+            )
         qkv = self.qkv(x).reshape(B, N, 3, h, hd).permute(2, 0, 3, 1, 4)
         opts = self.options
         gathers = opts.k is not None or opts.kernel != "sum" or opts.weighting != "softmax"
@@ -274,7 +279,10 @@ class ConvNNAttention(nn.Module):
         ``k=None``: all tokens (exactly self-attention); ``k < N``: KVT top-k attention.
         """
         if getattr(attn, "gate", None) is not None:
-            raise ValueError("from_attention does not support gated timm Attention")
+            raise OptionError(
+                "attn: from_attention does not support gated timm Attention (attn.gate is set)",
+                key="attn",
+            )
         qkv, proj = attn.qkv, attn.proj
         settings = dict(similarity="dot", weighting="softmax", kernel="sum", candidates="all")
         settings.update(overrides)
@@ -308,7 +316,7 @@ class ConvNNAttention(nn.Module):
 
 
 class BranchingAttention(ConvNNAttention):
-    """Branching attention (SPEC §3): ``convnn_share(ratio, num_heads)`` heads are ConvNN
+    """Branching attention (docs/method.md §3): ``convnn_share(ratio, num_heads)`` heads are ConvNN
     heads, the others ordinary softmax attention; every head reads all input
     channels through ``qkv`` and ``proj`` mixes the concatenated heads.
 

@@ -1,4 +1,4 @@
-"""Branching convolution (SPEC §3): ConvNN and Conv2d side by side."""
+"""Branching convolution (docs/method.md §3): ConvNN and Conv2d side by side."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Aggregation kernels over the ``k`` weighted neighbors (SPEC §1.7).
+"""Aggregation kernels over the ``k`` weighted neighbors (docs/method.md §1.7).
 
 Each is a 1-D convolution with kernel size ``k`` and stride ``k`` over the
 concatenated neighbor list; tap ``j`` is applied to neighbor ``j``.

@@ -19,6 +19,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from ..errors import OptionError
 from ..options import ConvNNOptions
 
 
@@ -198,9 +199,10 @@ def conv_queries(
     for size, ks, st, pad in zip((height, width), kernel_size, stride, padding, strict=True):
         n = conv_output_size(size, ks, st, pad)
         if n < 1:
-            raise ValueError(
+            raise OptionError(
                 f"input size {height}x{width} is smaller than kernel_size "
-                f"{kernel_size} with padding {padding}"
+                f"{kernel_size} with padding {padding}",
+                key="input",
             )
         first = ks // 2 if materialize_padding else ks // 2 - pad
         out.append(n)

@@ -1,4 +1,4 @@
-"""Positional encodings of the selection features (SPEC §1.2).
+"""Positional encodings of the selection features (docs/method.md §1.2).
 
 All functions take token positions in the input map from a
 :class:`~convnn.ops.geometry.Grid`, independent of the zero padding around it: pixel
@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..errors import OptionError
 from ..options import ConvNNOptions
 from .geometry import Grid
 
@@ -110,7 +111,11 @@ def encode_positions(
             return sincos(grid, index, key.shape[-1], key.dtype)
     else:
         if pos_table is None:
-            raise ValueError("positional_encoding='learned' needs pos_table (dim, H0, W0)")
+            raise OptionError(
+                "pos_table=None is not allowed with positional_encoding='learned'; expected a "
+                "(dim, H0, W0) table",
+                key="pos_table",
+            )
 
         def enc(index: Tensor) -> Tensor:
             return learned(grid, index, pos_table)

@@ -1,4 +1,4 @@
-"""Dense similarity scores of every candidate of every query (SPEC §1.4), and the
+"""Dense similarity scores of every candidate of every query (docs/method.md §1.4), and the
 ``weighting`` table that turns the selected neighbors' scores into weights."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Similarity scores between queries and candidates (SPEC §1.4).
+"""Similarity scores between queries and candidates (docs/method.md §1.4).
 
 Candidates come either *shared* by all queries, ``(*, M, D)``, or *per query*,
 ``(*, Nq, M, D)``; scores are ``(*, Nq, M)``, higher means more similar (``*`` is
@@ -81,7 +81,7 @@ def expanded_distance(q: Tensor, k2: Tensor, dots: Tensor) -> Tensor:
 # --- the feature formulas, one function per (kind, layout) --------------------------------
 # dense: ``q (*, Nq, D)``, ``kc (*, M, D)`` or per query ``(*, Nq, M, D)`` -> ``(*, Nq, M)``.
 # gathered: ``q (*, Nq, D)``, ``k (*, N, D)``, ``index (*, Nq, k)`` -> ``(*, Nq, k)`` through
-#   ``gather_dot`` (:func:`convnn.backends.gather.gather_dot`, passed in: ops never import
+#   ``gather_dot`` (:func:`convnn.backends.blocked_gather.gather_dot`, passed in: ops never import
 #   backends); ``known``: the same scores without gradient, reused as forward values.
 # window: ``q (B, C, Ho, Wo)``, ``taps`` ``[(B, C, Ho, Wo)] * k`` -> ``(B, k, Ho, Wo)``.
 # All take tensors already in the score dtype, with autocast off.

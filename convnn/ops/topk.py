@@ -1,4 +1,4 @@
-"""Deterministic top-k selection (SPEC §1.5).
+"""Deterministic top-k selection (docs/method.md §1.5).
 
 Selection never carries a gradient: it ranks float32 (or float64) scores so that
 ties go to the lower candidate slot, which is the lower token index because

@@ -14,8 +14,8 @@ The package is the command-line layer only (argv, printing, exit statuses); what
 lives beside it in ``lightning_modules`` and imports nothing from here:
 
 * this module: :func:`main`, dispatching by the table of ``commands.py``; it imports neither
-  Lightning nor timm, so ``convnn --help`` answers at once and a missing file is refused
-  before the heavy imports;
+  Lightning nor timm, so ``convnn --help`` answers at once, and ``early.py`` refuses an
+  unknown subcommand or option and a missing file before the heavy imports;
 * ``lightning.py``: ``fit``, ``validate``, ``test``, ``predict`` (:class:`ConvNNCLI`);
 * ``evaluate.py``, ``inspect.py``, ``doctor.py``: one module per other subcommand, each with
   ``main(argv)``;
@@ -30,18 +30,13 @@ from __future__ import annotations
 
 import importlib
 import sys
-from pathlib import Path
 from typing import Any
 
-from convnn.errors import UsageError
-
 from .commands import COMMANDS, DESCRIPTION, HELP, PROG, Command
+from .early import check_before_import
 from .exits import USAGE_STATUS, run_command
 
 __all__ = ["COMMANDS", "DESCRIPTION", "PROG", "Command", "main"]  # and ConvNNCLI (__getattr__)
-
-_CHECKPOINT_ALIASES = ("last", "best", "hpc", "registry")  # Lightning's --ckpt_path names
-_FILE_OPTIONS = {"-c": "--config", "--config": "--config", "--ckpt_path": "--ckpt_path"}
 
 
 def __getattr__(name: str) -> Any:
@@ -61,33 +56,6 @@ def __getattr__(name: str) -> Any:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
 
 
-def _given_files(argv: list[str], options: dict[str, str]) -> list[tuple[str, str]]:
-    """``(option, path)`` of each file option in ``argv`` (``--opt PATH`` or ``--opt=PATH``)."""
-    found = []
-    for i, arg in enumerate(argv):
-        name, _, value = arg.partition("=")
-        if name in options:
-            value = value or (argv[i + 1] if i + 1 < len(argv) else "")
-            if value:
-                found.append((options[name], value))
-    return found
-
-
-def check_files(argv: list[str], options: dict[str, str] | None = None) -> None:
-    """Before any heavy import: every config file and checkpoint named in ``argv`` exists and
-    is a file (``UsageError`` naming the option otherwise)."""
-    for option, value in _given_files(argv, options or _FILE_OPTIONS):
-        if option == "--ckpt_path" and value in _CHECKPOINT_ALIASES:
-            continue
-        if value.lstrip().startswith(("{", "[")):  # an inline config
-            continue
-        path = Path(value)
-        if not path.exists():
-            raise UsageError(f"{option} '{value}' does not exist")
-        if not path.is_file():
-            raise UsageError(f"{option} '{value}' is not a file")
-
-
 def main(args: list[str] | None = None) -> None:
     """Entry point of the ``convnn`` console script: the subcommand's ``main``."""
     argv = sys.argv[1:] if args is None else list(args)
@@ -100,16 +68,14 @@ def main(args: list[str] | None = None) -> None:
             raise SystemExit(USAGE_STATUS)
         return
     name = argv[0]
-    # Lightning's CLI answers anything else (its own options first, an unknown subcommand)
-    command = COMMANDS.get(name, COMMANDS["fit"])
-    own = command.module != "lightning"
+    own = name in COMMANDS and COMMANDS[name].module != "lightning"
     prog = f"{PROG} {name}" if own else PROG
 
     def body() -> Any:
-        if own:  # its parser reports a typo first, then the command checks its files
-            return importlib.import_module(f"{__name__}.{command.module}").main(argv[1:])
-        check_files(argv)  # before the seconds of Lightning and timm imports
+        command = check_before_import(argv, COMMANDS)  # before Lightning and timm
         module = importlib.import_module(f"{__name__}.{command.module}")
+        if own:
+            return module.main(argv[1:])
         # Lightning's CLI reads sys.argv itself (and warns when given it as ``args`` too)
         return module.main(None if args is None else argv)
 

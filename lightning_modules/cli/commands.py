@@ -17,22 +17,50 @@ class Command:
 
     ``module`` names ``lightning_modules.cli.<module>``, whose ``main(argv)`` gets the
     arguments after the subcommand's name (``lightning`` gets them with the name: Lightning's
-    CLI parses the subcommand itself)."""
+    CLI parses the subcommand itself). ``roots``: for ``lightning``, the first part of every
+    ``--option`` of the subcommand's parser, checked before Lightning is imported
+    (:mod:`lightning_modules.cli.early`; kept equal to the parser's by
+    ``tests/cli/test_front_door_errors.py``)."""
 
     module: str
     help: str
+    roots: tuple[str, ...] = ()
+
+
+_LIGHTNING_ROOTS = (
+    "checkpoint", "ckpt_path", "config", "data", "help", "last_checkpoint", "model",
+    "preemption", "print_config", "seed_everything", "trainer", "weights_only",
+)  # fmt: skip
 
 
 COMMANDS: dict[str, Command] = {
-    "fit": Command("lightning", "Train: the run directory, its best and last checkpoints."),
-    "validate": Command("lightning", "One evaluation epoch over the validation set."),
-    "test": Command("lightning", "One evaluation epoch over the test set."),
-    "predict": Command("lightning", "Class predictions of the test split: predictions.csv."),
+    "fit": Command(
+        "lightning",
+        "Train: the run directory, its best and last checkpoints.",
+        _LIGHTNING_ROOTS,
+    ),
+    "validate": Command(
+        "lightning",
+        "One evaluation epoch over the validation set.",
+        (*_LIGHTNING_ROOTS, "verbose"),
+    ),
+    "test": Command(
+        "lightning",
+        "One evaluation epoch over the test set.",
+        (*_LIGHTNING_ROOTS, "verbose"),
+    ),
+    "predict": Command(
+        "lightning",
+        "Class predictions of the test split: predictions.csv.",
+        (*_LIGHTNING_ROOTS, "return_predictions"),
+    ),
     "evaluate": Command(
-        "evaluate", "Top-1/top-5, loss, params, GFLOPs and images/s of a checkpoint (JSON)."
+        "evaluate",
+        "Top-1/top-5, loss, params, GFLOPs and images/s of a checkpoint (JSON).",
     ),
     "inspect": Command(
-        "inspect", "Which neighbors each ConvNN layer selects: pictures and locality.json."
+        "inspect",
+        "Which neighbors each ConvNN layer selects: pictures and locality.json.",
     ),
     "doctor": Command("doctor", "Versions, devices, backend paths and the Triton self-check."),
 }

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from convnn.backends import BACKEND_ENV, PATHS, resolve_backend, selfcheck
-from convnn.backends.gather import DEBUG_ENV, debug_checks
+from convnn.backends.blocked_gather import DEBUG_ENV, debug_checks
 from convnn.errors import ConvNNError
 
 __all__ = ["main", "report"]

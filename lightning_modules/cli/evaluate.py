@@ -15,15 +15,14 @@ from jsonargparse import ArgumentParser
 from rich.console import Console
 from rich.table import Table
 
-from ..evaluation import describe_checkpoint, evaluate
-from ..files import atomic_write_json, check_writable
+from ..files import atomic_write_json, check_checkpoint_file, check_writable
 from .parser import CommandParser
 
 __all__ = ["checkpoint_parser", "main", "print_results"]
 
 
 def print_results(results: dict[str, Any], console: Console | None = None) -> None:
-    """The measured numbers in a table; with a published row of this network (SPEC §4,
+    """The measured numbers in a table; with a published row of this network (docs/method.md §4,
     ``lightning_modules.paper``) the paper's top-1, params and GFLOPs in a column beside them, and
     measured - paper when the data is the paper's."""
     paper = results.get("paper")
@@ -58,6 +57,8 @@ def print_results(results: dict[str, Any], console: Console | None = None) -> No
     console = console or Console()
     info = results.get("checkpoint_info")
     if info is not None:
+        from ..evaluation import describe_checkpoint
+
         console.print(f"evaluated {describe_checkpoint(info)}", soft_wrap=True)
     console.print(table)
 
@@ -109,6 +110,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = _parser().parse_args(argv)
     out = Path(args.out) if args.out else Path(args.ckpt).with_suffix(f".{args.split}.json")
     check_writable(out.parent, "--out directory")
+    check_checkpoint_file(args.ckpt, "--ckpt")  # before the seconds of Lightning imports
+    from ..evaluation import evaluate
+
     results = evaluate(
         args.ckpt,
         args.data,

@@ -12,7 +12,7 @@ from jsonargparse import ArgumentParser
 from rich.console import Console
 from rich.table import Table
 
-from ..locality import inspect
+from ..files import check_checkpoint_file
 from .evaluate import checkpoint_parser
 
 __all__ = ["main", "print_locality"]
@@ -77,6 +77,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     """``convnn inspect``: the locality table on stdout, the files in ``--out``; returns the
     results."""
     args = _parser().parse_args(argv)
+    check_checkpoint_file(args.ckpt, "--ckpt")  # before the seconds of Lightning imports
+    from ..locality import inspect
+
     results = inspect(
         args.ckpt,
         args.out,

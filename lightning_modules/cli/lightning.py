@@ -35,13 +35,14 @@ from ..files import check_writable
 from ..notes import note
 from ..preemption import PREEMPTED, PreemptionCheckpoint
 from .commands import DESCRIPTION
-from .exits import as_user_error
-from .parser import ConvNNArgumentParser
+from .exits import as_user_error, keyed_error
+from .parser import OneLineErrors
 
 __all__ = [
     "CALLBACK_DEFAULTS",
     "CHECKPOINT_DEFAULTS",
     "TRAINER_DEFAULTS",
+    "ConvNNArgumentParser",
     "ConvNNCLI",
     "main",
 ]
@@ -158,6 +159,11 @@ def model_difference(
     return f"{name} with model_kwargs {shown}{more}"
 
 
+class ConvNNArgumentParser(OneLineErrors, LightningArgumentParser):
+    """Lightning's parser for ``convnn fit/validate/test/predict``, with one-line errors
+    (:class:`~lightning_modules.cli.parser.OneLineErrors`): ``convnn: error: ...``."""
+
+
 class ConvNNCLI(LightningCLI):
     """LightningCLI with ConvNN defaults: see :mod:`lightning_modules.cli`."""
 
@@ -214,11 +220,14 @@ class ConvNNCLI(LightningCLI):
             ]
 
     def instantiate_classes(self) -> None:
-        """As Lightning's, with a bad model, data or trainer argument as a one-line error."""
+        """As Lightning's, with a bad model, data or trainer argument as a one-line error
+        naming its key (``model.init_args.lr=-0.01 is not allowed; ...``), before the run
+        directory exists (:func:`~lightning_modules.cli.exits.keyed_error`)."""
         try:
             super().instantiate_classes()
         except (ValueError, FileNotFoundError, MisconfigurationException) as err:
-            raise as_user_error(err) from err
+            config = self.config[self.subcommand] if self.subcommand else self.config
+            raise keyed_error(as_user_error(err), config.as_dict()) from err
 
     def _parse_ckpt_path(self) -> None:
         """Lightning reads ``--ckpt_path``'s hyper-parameters into the model's config (they win

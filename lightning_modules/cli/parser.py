@@ -4,7 +4,9 @@ jsonargparse reports a wrong value under a subclass-mode key (``--model.init_arg
 adam2``) as the failure of every member of a ``Union`` (the class and ``None``), below the
 complete usage: 80 to 90 lines for one wrong word. :func:`summarize` keeps what was wrong,
 the allowed values and a close match (``did you mean ...?``) for misspelled keys, option
-names and values; :class:`ConvNNArgumentParser` prints it as ``convnn: error: ...``.
+names and values; :class:`OneLineErrors` prints it as ``convnn: error: ...`` (mixed into
+the Lightning CLI's parser in ``lightning.py`` and into :class:`CommandParser`). Imports
+neither Lightning nor timm: ``convnn evaluate`` and ``inspect`` parse before those imports.
 """
 
 from __future__ import annotations
@@ -16,11 +18,10 @@ from typing import Any, NoReturn
 
 from jsonargparse import ArgumentParser
 from jsonargparse._common import debug_mode_active
-from lightning.pytorch.cli import LightningArgumentParser
 
 from convnn.validation import init_parameter_names, suggestion
 
-__all__ = ["CommandParser", "ConvNNArgumentParser", "OneLineErrors", "summarize"]
+__all__ = ["CommandParser", "OneLineErrors", "summarize"]
 
 PROG = "convnn"
 
@@ -275,11 +276,6 @@ class OneLineErrors:
         hint = f"({command} --help lists every option)"
         sys.stderr.write(f"{self.error_prog()}: error: {line}\n{hint}\n")
         self.exit(2)  # type: ignore[attr-defined]
-
-
-class ConvNNArgumentParser(OneLineErrors, LightningArgumentParser):
-    """Lightning's parser for ``convnn fit/validate/test/predict``, with one-line errors
-    (:class:`OneLineErrors`): ``convnn: error: ...``."""
 
 
 class CommandParser(OneLineErrors, ArgumentParser):

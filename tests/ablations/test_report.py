@@ -1,5 +1,5 @@
 """`convnn-ablate report` statistics, the paper's numbers beside measured ones on the same
-statistic, plots, and `convnn evaluate` printing the published number of a SPEC row.
+statistic, plots, and `convnn evaluate` printing the published number of a docs/method.md §4 row.
 
 The report tests run on hand-made cell directories with known values: seeds giving top-1
 80, 82, 84 have mean 82, std 2 and the 95% interval 82 ± t(0.975, 2) * 2 / sqrt(3). Real
@@ -76,7 +76,7 @@ def write_cell(out: Path, setting: str, seed, top1, order: int, **extra) -> None
         (d / "result.json").write_text(json.dumps(result))
 
 
-PAPER = {"row": "vit_b16_convnn_all_k9", "top1": 81.19, "label": "a published row (SPEC §4)"}
+PAPER = {"row": "vit_b16_convnn_all_k9", "top1": 81.19, "label": "a published row (method §4)"}
 
 
 def best(top1: float, epoch: int) -> dict:
@@ -318,9 +318,8 @@ def test_paper_rows_are_their_configs(row_id):
         assert find_row(model, {**kwargs, **defaults}) is row
     quoted = re.search(r"Paper[^:\n]*: ([\d.]+)% top-1", files[-1].read_text())
     assert quoted and float(quoted.group(1)) == row.top1
-    spec = ROOT.parent / "shared" / "SPEC.md"  # where the project's spec is checked out
-    if row.data == "ImageNetDataModule" and spec.is_file():
-        assert f"| {row.label} | {row.top1:.2f} |" in spec.read_text()
+    method = (ROOT / "docs" / "method.md").read_text()  # its line in the table of method §4
+    assert f"| {row.id} | {row.label} | {row.dataset} | {row.top1:.2f} |" in method
 
 
 def test_compare_takes_a_difference_only_on_the_rows_data_and_statistic():
@@ -432,7 +431,7 @@ def test_grid_baseline_and_paper_errors(tmp_path, capsys):
 
 
 def test_evaluate_prints_the_paper_number(tmp_path, capsys, monkeypatch):
-    """A checkpoint of the SPEC row "VGG-11, standard conv" (one step on synthetic 32x32
+    """A checkpoint of the method §4 row "VGG-11, standard conv" (one step on synthetic 32x32
     images): `convnn evaluate` prints the paper's 69.78 beside the measured top-1, and no
     difference, since the paper's number is on CIFAR-10."""
     from lightning_modules.cli import ConvNNCLI, main

@@ -160,8 +160,8 @@ def test_wrong_value_is_two_lines_with_the_allowed_values(tmp_path):
         (["--data", "CIFAR11DataModule"], "data: no class 'CIFAR11DataModule'; choose one of"),
         (["--trainer.precision", "16-mixd"], "trainer.precision='16-mixd' is not allowed; "
          "expected one of ['transformer-engine'"),
-        (["--model.init_args.model_kwargs.simlarity", "dot"], "unknown ConvNN options "
-         "['simlarity']; did you mean 'similarity'?"),
+        (["--model.init_args.model_kwargs.simlarity", "dot"], "model.init_args.model_kwargs."
+         "simlarity: unknown ConvNN options ['simlarity']; did you mean 'similarity'?"),
     ],
 )  # fmt: skip
 def test_misspelled_keys_and_values_are_one_line(args, expected, capsys, monkeypatch):

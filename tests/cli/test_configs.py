@@ -88,7 +88,7 @@ def test_every_config_is_covered():
     covered |= {name for _, files, _, _ in full_size_cases() for name in files}
     found = {str(p.relative_to(CONFIGS)) for p in CONFIGS.rglob("*.yaml")}
     assert found == covered
-    assert len(list((CONFIGS / "imagenet").glob("*.yaml"))) == 10  # SPEC section 4 rows
+    assert len(list((CONFIGS / "imagenet").glob("*.yaml"))) == 10  # docs/method.md §4 rows
     assert len(list((CONFIGS / "cifar").glob("*.yaml"))) == 9  # x CIFAR-10 and CIFAR-100
 
 

@@ -35,7 +35,7 @@ from convnn import (
     ConvNN2d,
     ConvNNAttention,
 )
-from convnn.backends import gather as gather_ops
+from convnn.backends import blocked_gather as gather_ops
 from convnn.ops import topk
 
 _spec = importlib.util.spec_from_file_location(

@@ -1,5 +1,5 @@
-"""``convnn.convert`` on whole timm networks (SPEC §2 special cases end to end) and
-``convnn.profile`` (parameters and GFLOPs, SPEC §4 baselines).
+"""``convnn.convert`` on whole timm networks (docs/method.md §2 special cases end to end) and
+``convnn.profile`` (parameters and GFLOPs, docs/method.md §4 baselines).
 
 Equivalence runs in float64 at small resolutions with random weights and random
 BatchNorm statistics, so every converted layer affects the logits.
@@ -21,6 +21,7 @@ from torch import nn
 
 import convnn
 from convnn import BranchingAttention, BranchingConv2d, ConvNN2d, ConvNNAttention
+from convnn.errors import OptionError
 from convnn.models.convert import convert
 from convnn.tools.profile import convnn_flops, markdown_table, print_profiles, profile
 
@@ -131,7 +132,7 @@ def test_convert_selects_by_name_and_keeps_mode():
     ]
     layer = model.layer2[0].conv1
     assert layer.training and layer.options.k == 4 and layer.weight.shape[-1] == 4
-    with pytest.raises(ValueError, match="matched no convertible module"):
+    with pytest.raises(OptionError, match="matched no convertible module"):
         convert(model, include=["layer2.*"])  # already converted
 
 
@@ -145,14 +146,14 @@ def test_convert_root_module_and_depthwise():
 
 def test_convert_rejects_bad_arguments():
     model = timm.create_model("resnet18")
-    with pytest.raises(ValueError, match="unknown ConvNN options"):
+    with pytest.raises(OptionError, match="unknown ConvNN options"):
         convert(model, similarty="dot")
-    with pytest.raises(ValueError, match="layer='conv'"):
+    with pytest.raises(OptionError, match="layer='conv'"):
         convert(model, "conv")
-    with pytest.raises(ValueError, match="branch_ratio"):
+    with pytest.raises(OptionError, match="branch_ratio"):
         convert(model, "branching", branch_ratio=2.0)
     dilated = nn.Sequential(nn.Conv2d(3, 3, 3, dilation=2))
-    with pytest.warns(UserWarning, match="dilation"), pytest.raises(ValueError, match="matched"):
+    with pytest.warns(UserWarning, match="dilation"), pytest.raises(OptionError, match="matched"):
         convert(dilated, include=["0"])
 
 

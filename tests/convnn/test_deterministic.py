@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import convnn
-from convnn.backends import gather as gather_ops
+from convnn.backends import blocked_gather as gather_ops
 
 # cuBLAS refuses deterministic mode without a fixed workspace (read when it is first used)
 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")

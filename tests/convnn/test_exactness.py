@@ -1,4 +1,4 @@
-"""ConvNN's exact special cases equal PyTorch's own ops (SPEC §2).
+"""ConvNN's exact special cases equal PyTorch's own ops (docs/method.md §2).
 
 Every test compares a ConvNN configuration with the operation it contains as a
 special case, on both backends, in float64 (max abs error <= 1e-10) and float32

@@ -17,8 +17,8 @@ from torch.autograd import gradcheck
 import convnn
 import convnn.functional as cf
 import convnn.modules  # noqa: F401  (imported before `forbid_generic` stubs functional.convnn)
+from convnn.backends import blocked_gather as gather_ops
 from convnn.backends import conv as map_paths
-from convnn.backends import gather as gather_ops
 from convnn.backends import window_attention
 
 F64 = torch.float64

@@ -5,7 +5,7 @@ Hypothesis draws whole configurations of ``ConvNN2d``, ``ConvNN1d`` and
 x positional encoding x order x sample scope x prefix tokens, non-square and even
 kernels, strides, paddings, maps from 1x1 and 1xN up, one output position, batch sizes,
 heads, float32 and float64, train and eval) and checks, against
-:mod:`tests.fuzz_reference` (float64 loops written from the SPEC, sharing no code with
+:mod:`tests.fuzz_reference` (float64 loops written from docs/method.md, sharing no code with
 ``convnn``):
 
 * the output shape (``nn.Conv2d``'s for the map layers);
@@ -201,7 +201,7 @@ def map_configs(draw, one_d: bool | None = None) -> dict[str, Any]:
     top = _max_candidates(o, n_tokens, taps, one_d)
     k = draw(st.integers(1, max(1, top)))
     if o["similarity"] == "location" and o["candidates"] == "all" and draw(st.booleans()):
-        k = min(taps, top)  # the convolution special case (SPEC §2)
+        k = min(taps, top)  # the convolution special case (docs/method.md §2)
     if draw(st.integers(0, 12)) == 12:
         k = top + 1  # must be refused
     o["k"] = k
@@ -551,7 +551,7 @@ def check_f32_selection(sel, ref, c, gap: float = GAP) -> int:
 
 
 def conv_special_case(c: dict, layer) -> bool:
-    """SPEC §2: location (or window) selection of the whole zero-padded kernel window in
+    """docs/method.md §2: location (or window) selection of the whole zero-padded kernel window in
     offset order, no weighting, standard/depthwise kernel, ``padding = kernel // 2``."""
     if c["layer"] != "2d":
         return False

@@ -1,4 +1,4 @@
-"""Gradients of the ConvNN operator (SPEC §1: gradients flow into values, weighting
+"""Gradients of the ConvNN operator (docs/method.md §1: gradients flow into values, weighting
 scores and kernels; the selected indices are not differentiable).
 
 ``gradcheck`` in float64 on small random inputs (continuous, so no tie changes the

@@ -122,7 +122,7 @@ def test_random_training_draws_are_unchanged_and_the_query_is_selected():
 
 
 def test_recording_leaves_no_listener_or_hooks_behind():
-    from convnn.inspection.record import LAYERS
+    from convnn.inspection.selection_record import LAYERS
     from convnn.models.size_check import CONVNN_LAYERS
 
     assert LAYERS == CONVNN_LAYERS

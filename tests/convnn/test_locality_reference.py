@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from convnn import ConvNN2d, ConvNNAttention, record_selection
-from convnn.inspection.locality import LocalityCounter, uniform_reference
+from convnn.inspection.locality_stats import LocalityCounter, uniform_reference
 
 
 def brute(h: int, w: int, queries: list[tuple[int, int]] | None = None) -> tuple[float, float]:

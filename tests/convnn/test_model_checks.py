@@ -68,8 +68,8 @@ def test_fit_stops_with_one_line_before_training(tmp_path: Path) -> None:
     assert proc.returncode != 0
     errors = [line for line in proc.stderr.splitlines() if "error" in line.lower()]
     assert errors == [
-        "convnn: error: layer blocks.0.attn (input (17, 64)): k=100 is larger than the "
-        "N=17 candidate tokens; allowed: 1 <= k <= 17"
+        "convnn: error: layer blocks.0.attn (input (17, 64)): model.init_args.model_kwargs.k=100 "
+        "is larger than the N=17 candidate tokens; allowed: 1 <= k <= 17"
     ]
     assert "Traceback" not in proc.stderr
     assert not list(tmp_path.rglob("*.ckpt"))

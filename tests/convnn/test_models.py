@@ -1,4 +1,4 @@
-"""The ``convnn_*`` timm models (SPEC §3): registry, parameter counts, baseline
+"""The ``convnn_*`` timm models (docs/method.md §3): registry, parameter counts, baseline
 equivalence and a training step of every registered variant.
 
 Baseline weights go in through timm's own ``pretrained`` mechanism (a local file as
@@ -14,6 +14,7 @@ from model_helpers import randomize_norms
 from torch import nn
 
 from convnn import BranchingConv2d, ConvNN2d, ConvNNAttention
+from convnn.errors import OptionError
 from convnn.models import MODEL_NAMES
 
 LAYERS = {  # variant -> model kwargs (the baseline layer is filled in per model)
@@ -209,7 +210,7 @@ def test_cifar_resnet_stem_and_features():
     ],
 )
 def test_invalid_model_arguments_raise(name, kwargs, error):
-    with pytest.raises(ValueError, match=error):
+    with pytest.raises(OptionError, match=error):
         timm.create_model(name, **kwargs)
 
 

@@ -1,4 +1,4 @@
-"""Every ConvNN option runs forward and backward with finite results (SPEC §1, §3).
+"""Every ConvNN option runs forward and backward with finite results (docs/method.md §1, §3).
 
 The functional cases form a pairwise covering array over the option axes (every
 pair of values of two axes occurs in some case); ``test_gradients.py`` reuses

@@ -20,7 +20,7 @@ import pytest
 import torch
 
 import convnn
-from convnn.backends import gather, selfcheck
+from convnn.backends import blocked_gather, selfcheck
 from convnn.backends import triton_kernels as tk
 from convnn.ops.gather import gather_rows, with_null_row
 from lightning_modules.cli import doctor
@@ -123,20 +123,20 @@ def test_launch_unrolls_small_k_only_and_reads_broadcast_tables_in_place(monkeyp
 def test_debug_mode_reports_indices_out_of_range(monkeypatch):
     v, w = torch.randn(2, 5, 3), torch.ones(2, 4, 2)
     bad = torch.tensor([[0, 1], [2, 5], [1, 1], [0, 0]]).expand(2, 4, 2)
-    monkeypatch.setenv(gather.DEBUG_ENV, "1")
+    monkeypatch.setenv(blocked_gather.DEBUG_ENV, "1")
     with pytest.raises(
         convnn.ConvNNError, match=r"^neighbor index out of range: found 0\.\.5, allowed 0\.\.4"
     ):
-        gather.weighted_gather_sum(v, bad, w)
+        blocked_gather.weighted_gather_sum(v, bad, w)
     with pytest.raises(convnn.ConvNNError, match=r"found -1\.\.0"):
-        gather.gather_dot(
+        blocked_gather.gather_dot(
             v[:, :4], v, torch.full((2, 4, 2), -1).index_fill(-1, torch.tensor([1]), 0)
         )
-    gather.weighted_gather_sum(v, bad, w, has_null=True)  # index N: the null row
-    monkeypatch.setenv(gather.DEBUG_ENV, "0")
+    blocked_gather.weighted_gather_sum(v, bad, w, has_null=True)  # index N: the null row
+    monkeypatch.setenv(blocked_gather.DEBUG_ENV, "0")
     checked = []
-    monkeypatch.setattr(gather, "check_index", lambda *a: checked.append(a))
-    gather.weighted_gather_sum(v, bad.clamp(max=4), w)
+    monkeypatch.setattr(blocked_gather, "check_index", lambda *a: checked.append(a))
+    blocked_gather.weighted_gather_sum(v, bad.clamp(max=4), w)
     assert checked == []  # off: no synchronizing reduction
 
 
@@ -145,7 +145,7 @@ def test_gradient_of_a_broadcast_table_is_summed_over_its_batch():
     key = torch.randn(1, 6, 4, dtype=torch.float64, generator=g, requires_grad=True)
     q = torch.randn(3, 5, 4, dtype=torch.float64, generator=g, requires_grad=True)
     index = torch.randint(0, 7, (3, 5, 2), generator=g)
-    got = gather.gather_dot(q, key, index, has_null=True)
+    got = blocked_gather.gather_dot(q, key, index, has_null=True)
     rows = gather_rows(with_null_row(key.expand(3, 6, 4), True), index)
     want = (rows * q[..., None, :]).sum(-1)
     torch.testing.assert_close(got, want, atol=1e-12, rtol=0)

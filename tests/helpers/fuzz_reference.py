@@ -1,11 +1,11 @@
-"""An independent float64 implementation of ConvNN (SPEC §1), for the differential fuzzer.
+"""An independent float64 implementation of ConvNN (docs/method.md §1), for the differential fuzzer.
 
-Written from ``../shared/SPEC.md`` and the documented contract of the public API (option
+Written from ``docs/method.md`` (the method) and the documented contract of the public API (option
 names, weight layouts, token layouts); it imports nothing from :mod:`convnn`, so a defect
 in the operator's shared selection, candidate or shape code cannot hide in both. Plain
 Python loops over examples, queries and candidates; numpy float64 for small vector math.
 
-Conventions (from the SPEC and the documented contract):
+Conventions (from docs/method.md and the documented contract):
 
 * tokens ``(*, N, C)``; a map is ``P`` prefix tokens then ``H x W`` in raster order; a
   zero-padded map lists the padding tokens as ordinary (zero) tokens of the padded grid;
@@ -298,7 +298,7 @@ def aggregate(
     pointwise: np.ndarray | None,
     bias: np.ndarray | None,
 ) -> np.ndarray:
-    """Tap ``j`` of the kernel applied to the ``j``-th weighted neighbour (SPEC §1.7)."""
+    """Tap ``j`` of the kernel applied to the ``j``-th weighted neighbour (docs/method.md §1.7)."""
     kernel, C, k = o["kernel"], neigh[0].shape[0], len(neigh)
     if kernel == "standard":
         assert weight is not None

@@ -17,7 +17,7 @@ import triton
 import triton.language as tl
 
 import convnn
-from convnn.backends import gather, selfcheck
+from convnn.backends import blocked_gather, selfcheck
 from convnn.backends import triton_kernels as tk
 from convnn.ops.gather import gather_rows, with_null_row
 
@@ -124,9 +124,9 @@ def out_of_range_index_reads_zeros() -> None:
     got = tk.gather_sum(v, index, w)[0]
     want = torch.stack([v[0, 0], v[0, 2], torch.zeros(4)])
     assert torch.equal(got, want), got
-    assert os.environ.get(gather.DEBUG_ENV) == "1"
+    assert os.environ.get(blocked_gather.DEBUG_ENV) == "1"
     try:
-        gather.weighted_gather_sum(v, index, w)
+        blocked_gather.weighted_gather_sum(v, index, w)
     except convnn.ConvNNError as err:
         assert "out of range" in str(err) and "\n" not in str(err), err
     else:
