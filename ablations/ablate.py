@@ -4,6 +4,7 @@ convnn-ablate plan ablations/grids/quickstart.yaml
 convnn-ablate run ablations/grids/quickstart.yaml --out runs/ablations/quickstart --parallel 2
 convnn-ablate run GRID --out DIR --gpus 0,1,2,3,4,5,6,7 --gpus-per-cell 1
 convnn-ablate run GRID --out DIR --launcher slurm
+convnn-ablate run GRID --out DIR --only layer=attention,random_9 --only seed=0,1
 convnn-ablate report DIR [--grid GRID]
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from rich.console import Console
@@ -23,15 +25,19 @@ from lightning_modules.files import check_writable
 from .grid import Cell, Grid, load_grid, validate_cell
 from .progress import STYLE, GridProgress
 from .runner import prepare_cells, read_state, run_local
+from .subset import select_cells
 
 __all__ = ["main"]
 
 
-def plan(grid: Grid, console: Console, need_data: bool = False) -> list:
+def plan(grid: Grid, console: Console, need_data: bool = False, only: Sequence[str] = ()) -> list:
     """Validate every setting (raises :class:`GridError`; its seeds' cells differ only in
     ``seed_everything``) and print the plan table of every cell; a data set missing on this
-    machine is a warning, or an error when ``need_data`` (a local run)."""
+    machine is a warning, or an error when ``need_data`` (a local run). ``only``: the
+    ``--only`` selectors (:mod:`ablations.subset`) of a subset of the cells."""
     cells = grid.cells()
+    if only:
+        cells = select_cells(grid, cells, only)
     warnings = []
     first: dict[str, Cell] = {}  # the cells of a setting differ only in seed_everything
     for cell in cells:
@@ -72,7 +78,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
     grid = load_grid(args.grid)
     out = Path(args.out)
     check_writable(out, "--out directory")
-    cells = plan(grid, console, need_data=args.launcher == "local")
+    cells = plan(grid, console, need_data=args.launcher == "local", only=args.only)
     dirs = prepare_cells(grid, cells, out, rerun=args.rerun)
     if args.launcher == "slurm":
         from .slurm import submit
@@ -103,11 +109,15 @@ def report(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+ONLY_HELP = "AXIS=VALUE[,VALUE...] (or seed=...): only the matching cells; repeatable"
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="convnn-ablate", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
     sp = sub.add_parser("plan", help="list and validate the cells of a grid")
     sp.add_argument("grid")
+    sp.add_argument("--only", action="append", default=[], help=ONLY_HELP)
     sr = sub.add_parser("run", help="run every unfinished cell of a grid")
     sr.add_argument("grid")
     sr.add_argument("--out", required=True, help="output directory, one subdirectory per cell")
@@ -117,6 +127,7 @@ def parser() -> argparse.ArgumentParser:
     sr.add_argument("--launcher", choices=["local", "slurm"], default="local")
     sr.add_argument("--rerun", action="store_true", help="rerun finished cells too")
     sr.add_argument("--report", action="store_true", help="write the report afterwards")
+    sr.add_argument("--only", action="append", default=[], help=ONLY_HELP)
     sp_r = sub.add_parser("report", help="results.csv, results.md, plots, HParams")
     sp_r.add_argument("dir")
     sp_r.add_argument(
@@ -136,7 +147,7 @@ def main(argv: list[str] | None = None) -> None:
 
     def body() -> int:
         if args.command == "plan":
-            plan(load_grid(args.grid), console)
+            plan(load_grid(args.grid), console, only=args.only)
             return 0
         if args.command == "run":
             code = run(args, console)

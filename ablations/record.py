@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from convnn.errors import GridError
 from lightning_modules.files import atomic_write_text
 
 from .grid import load_grid
@@ -91,14 +92,48 @@ def record(out: Path, grid_path: Path, wall_time_s: float | None = None) -> dict
     }
 
 
+def update(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """``old`` recorded results with the settings of ``new`` (a record of some of the same
+    grid's cells, rerun with the baseline: ``convnn-ablate run --only``) put in their place.
+
+    The baseline must reproduce its recorded top-1 seed by seed, so that the new settings'
+    paired differences stand on the recorded baseline; the change is listed in
+    ``updates`` (settings, code version, wall time)."""
+    if old["grid_sha256"] != new["grid_sha256"] or old["epochs"] != new["epochs"]:
+        raise GridError(f"{new['grid']}: the grid changed since it was recorded; record it anew")
+    base = [name for name, entry in new["settings"].items() if entry["baseline"]]
+    if not base:
+        raise GridError("an update must rerun the baseline setting too (--only ... ,BASELINE)")
+    for name in base:
+        for seed, entry in new["settings"][name]["seeds"].items():
+            recorded = old["settings"][name]["seeds"].get(seed, {}).get("top1")
+            if recorded != entry["top1"]:
+                raise GridError(
+                    f"baseline {name} seed {seed}: {entry['top1']} now, {recorded} recorded; "
+                    "the baseline does not reproduce, so record the whole grid anew"
+                )
+    changed = [name for name in new["settings"] if name not in base]
+    settings = {**old["settings"], **{name: new["settings"][name] for name in changed}}
+    note = {"settings": changed, "code_version": new["code_version"]}
+    note["wall_time_s"] = new["wall_time_s"]
+    return {**old, "settings": settings, "updates": [*old.get("updates", []), note]}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m ablations.record", description=__doc__)
     parser.add_argument("out", type=Path, help="the grid's output directory")
     parser.add_argument("grid", type=Path, help="the grid file it was run from")
     parser.add_argument("to", type=Path, help="the JSON file to write")
     parser.add_argument("--wall-time", type=float, default=None, help="measured seconds")
+    parser.add_argument(
+        "--update",
+        action="store_true",
+        help="replace only the settings run in OUT (with the baseline) in the recorded file",
+    )
     args = parser.parse_args(argv)
     data = record(args.out, args.grid, args.wall_time)
+    if args.update:
+        data = update(json.loads(args.to.read_text()), data)
     args.to.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.to, json.dumps(data, indent=1) + "\n")
     print(f"wrote {args.to}")
