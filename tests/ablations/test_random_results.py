@@ -9,6 +9,7 @@ data disagree, or when the data no longer supports the page's statement of the c
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from ablations.record import grid_digest
 from ablations.runner import latest_checkpoint
 from ablations.stats import converged
 from ablations.study import render
+from lightning_modules.paper import ROWS
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = json.loads((ROOT / random_eval.RESULTS).read_text())
@@ -112,3 +114,24 @@ def test_evaluation_tool_on_a_tiny_grid(tmp_path: Path) -> None:
     assert set(random_eval.MODES) <= set(entry)
     assert entry["seeds"]["0"]["modes"]["fixed_shared"] == modes["fixed_shared"]
     assert "modes" not in data["settings"]["candidates=all"]["seeds"]["0"]
+
+
+def _numbers(text: str) -> set[str]:
+    return set(re.findall(r"[+-]?\d+\.\d\d\b", text))
+
+
+def test_every_number_in_the_prose_is_one_of_the_data() -> None:
+    """The numbers quoted outside the generated blocks (the page's prose, the README's
+    paragraph) each appear in the blocks generated from the recorded data (or are the
+    paper's published numbers, lightning_modules/paper.py)."""
+    generated = "\n".join(random_eval.blocks(DATA).values())
+    generated_numbers = _numbers(generated) | {n.lstrip("+") for n in _numbers(generated)}
+    generated_numbers |= {f"{row.top1:.2f}" for row in ROWS.values()}  # the paper's, cited
+    page = (ROOT / random_eval.DOC).read_text()
+    prose = re.sub(r"<!-- random:\w+ -->.*?<!-- /random -->", "", page, flags=re.S)
+    readme = (ROOT / "README.md").read_text()
+    paragraph = next(p for p in readme.split("\n\n") if "docs/random_candidates.md)" in p)
+    for text in (prose, paragraph):
+        quoted = _numbers(text)
+        assert quoted, text[:200]
+        assert quoted <= generated_numbers, sorted(quoted - generated_numbers)
