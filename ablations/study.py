@@ -38,6 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "docs" / "results"
 DOC = ROOT / "docs" / "results.md"
 README = ROOT / "README.md"
+IMAGES = ROOT / "docs" / "img"
 TASKS = ("texture", "markers", "digits")
 MARGIN = 1.0
 """Points: a gain or loss smaller than this counts as none ("flattens": no further gain of
@@ -207,7 +208,12 @@ def _run_line(data: dict[str, Any]) -> str:
     minutes = data["wall_time_s"] / 60 if data.get("wall_time_s") else None
     took = f", {minutes:.0f} min" if minutes else ""
     cells = sum(len(s["seeds"]) for s in data["settings"].values())
-    return f"{cells} cells, {data['epochs']} epochs, seeds {data['seeds']}{took}"
+    line = f"{cells} cells, {data['epochs']} epochs, seeds {data['seeds']}{took}"
+    for update in data.get("updates", []):  # settings rerun since (ablations.record --update)
+        names = ", ".join(n.split("=")[-1] for n in update["settings"])
+        rerun = update.get("wall_time_s")
+        line += f"; {names} rerun since" + (f" ({rerun / 60:.0f} min)" if rerun else "")
+    return line
 
 
 def unconverged(tasks: dict[str, dict[str, Any]]) -> str:
@@ -227,6 +233,40 @@ def unconverged(tasks: dict[str, dict[str, Any]]) -> str:
                     f" of {len(history)}); top-1 by epoch {[round(v, 1) for v in history]}"
                 )
     return "\n".join(lines) or "Every cell converged."
+
+
+CLASSES = {"texture": 4, "markers": 2, "digits": 10}
+"""Classes of each task (the plots' chance line)."""
+
+
+def recorded_cells(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """The cells of a recorded grid as :func:`ablations.report.collect` gives them, rebuilt
+    from the recorded file (the run directories need not exist)."""
+    cells = []
+    for order, (setting, entry) in enumerate(data["settings"].items()):
+        axis, _, value = setting.partition("=")
+        for seed, cell in entry["seeds"].items():
+            cells.append(
+                {**cell, "setting": setting, "values": {axis: value}, "axes": [axis]}
+                | {"seed": int(seed), "status": "done", "baseline": entry["baseline"]}
+                | {"order": order, "paper": None}
+            )
+    return cells
+
+
+def plot_task(task: str, data: dict[str, Any], path: Path) -> None:
+    """The report's top-1-by-layer plot of a task (error bars, seeds, chance line), drawn
+    from the recorded data."""
+    import matplotlib.pyplot as plt
+
+    from .plots import axis_figure
+    from .report import summarize
+
+    axes, rows = summarize(recorded_cells(data))
+    info = {"grid": f"spectrum_{task}", "epochs": data["epochs"], "seeds": data["seeds"]}
+    fig = axis_figure(axes[0], axes, rows, info | {"num_classes": CLASSES[task]})
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def blocks(results: Path = RESULTS) -> dict[str, str]:
@@ -264,6 +304,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         for path in (DOC, README):
             atomic_write_text(path, render(path.read_text(), generated))
             print(f"wrote {path}")
+        for task in TASKS:
+            plot_task(task, load(task), IMAGES / f"spectrum_{task}.png")
+        print(f"wrote {IMAGES}/spectrum_<task>.png")
         return
     for name, block in generated.items():
         print(f"## {name}\n\n{block}\n")
