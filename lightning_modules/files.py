@@ -99,6 +99,15 @@ def check_input_file(path: str | Path, option: str) -> Path:
     return path
 
 
+def check_new_directory(path: str | Path, option: str) -> Path:
+    """``path`` does not exist or is an empty directory (what is there is never overwritten);
+    ``UsageError`` naming ``option`` otherwise."""
+    path = Path(path)
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise UsageError(f"{option} {str(path)!r} exists and is not empty; choose a new directory")
+    return path
+
+
 def check_checkpoint_file(path: str | Path, option: str) -> None:
     """Before torch is imported: ``path`` exists and ``torch.save`` wrote it
     (:func:`check_input_file`, :func:`saved_by_torch`)."""

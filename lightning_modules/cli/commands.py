@@ -62,6 +62,10 @@ COMMANDS: dict[str, Command] = {
         "inspect",
         "Which neighbors each ConvNN layer selects: pictures and locality.json.",
     ),
+    "export": Command(
+        "export",
+        "A checkpoint's network for timm: model.safetensors, config.json, model card.",
+    ),
     "doctor": Command("doctor", "Versions, devices, backend paths and the Triton self-check."),
 }
 """Every subcommand of ``convnn``, in the order ``--help`` lists them."""
