@@ -32,14 +32,17 @@ to an axis adds cells without renaming the old ones.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import itertools
 import json
+import logging
 import re
 import sys
 import tempfile
 import warnings as warnings_module
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -301,7 +304,8 @@ def _parse_only_cli():
 
     def parse(args: list[str]):
         kwargs = {"description": DESCRIPTION, "exit_on_error": False}
-        return ParseOnly(args=args, run=False, parser_kwargs=kwargs)
+        with _quiet_seeding():  # the CLI seeds as it parses: no "Seed set" line per cell
+            return ParseOnly(args=args, run=False, parser_kwargs=kwargs)
 
     return parse
 
@@ -456,6 +460,18 @@ def _synthetic_stand_in(config: dict[str, Any]) -> dict[str, Any]:
     stand_in = {"num_classes": classes, "image_size": size, "num_train": 1, "num_val": 1}
     config["data"] = {"class_path": "datamodules.SyntheticDataModule", "init_args": stand_in}
     return config
+
+
+@contextlib.contextmanager
+def _quiet_seeding() -> Iterator[None]:
+    """Lightning's "Seed set to N" line, printed by every cell a plan validates, silenced."""
+    logger = logging.getLogger("lightning.fabric.utilities.seed")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def validate_cell(grid: Grid, cell: Cell, need_data: bool = False) -> list[str]:
