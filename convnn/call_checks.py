@@ -12,6 +12,7 @@ import math
 from torch import Tensor
 
 from .errors import OptionError
+from .ops.aggregation import weight_shapes
 from .ops.geometry import Grid, conv_output_size
 from .options import ConvNNOptions
 
@@ -142,10 +143,11 @@ def check_map_size(
 def check_kernel_weights(
     kernel: str, weight: Tensor | None, pointwise_weight: Tensor | None
 ) -> None:
-    """Raise when the aggregation ``kernel`` needs a parameter the call did not pass
-    (``standard``/``depthwise``: ``weight``; ``separable``: both; ``sum``: none)."""
+    """Raise when the aggregation ``kernel`` needs a parameter the call did not pass (the
+    parameters of its table entry, :data:`convnn.ops.aggregation.KERNELS`: ``standard`` and
+    ``depthwise``: ``weight``; ``separable``: both; ``sum``: none)."""
     given = {"weight": weight, "pointwise_weight": pointwise_weight}
-    needed = {"sum": [], "separable": ["weight", "pointwise_weight"]}.get(kernel, ["weight"])
+    needed = list(weight_shapes(kernel, 1, 1, 1))
     missing = [name for name in needed if given[name] is None]
     if missing:
         raise OptionError(

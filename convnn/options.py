@@ -10,10 +10,12 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields, replace
-from typing import Any, Literal, get_args
+from typing import Any, Literal, TypeVar, get_args
 
 from .errors import OptionError
 from .validation import check_choice, check_names, check_positive_int, check_ratio
+
+T = TypeVar("T")
 
 Candidates = Literal["all", "random", "spatial", "window"]
 Similarity = Literal["dot", "cosine", "euclidean", "location", "mixed"]
@@ -42,6 +44,15 @@ def check_option_table(option: str, table: Mapping[str, Any], values: Sequence[s
             f"the {option} table is out of step with its option values {list(values)}: "
             f"no entry for {missing}, entries for no value {extra}"
         )
+
+
+def option_entry(table: Mapping[str, T], key: str, value: str) -> T:
+    """The entry of ``value`` in an option's table; an unknown value raises
+    :class:`~convnn.errors.OptionError` naming ``key`` and the allowed values."""
+    entry = table.get(value)
+    if entry is None:
+        check_choice(key, value, tuple(table))
+    return entry  # type: ignore[return-value]
 
 
 if not set(get_args(FeatureSimilarity)) <= set(get_args(Similarity)):

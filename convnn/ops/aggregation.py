@@ -20,8 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..options import Kernel, check_option_table
-from ..validation import check_choice
+from ..options import Kernel, check_option_table, option_entry
 
 
 def _standard(neighbors: Tensor, weight: Tensor | None, pointwise: Tensor | None) -> Tensor:
@@ -139,10 +138,7 @@ check_option_table("kernel", KERNELS, get_args(Kernel))
 def kernel_spec(kernel: str, key: str = "kernel") -> KernelSpec:
     """The table entry of ``kernel``; an unknown one raises
     :class:`~convnn.errors.OptionError` naming ``key`` and the allowed values."""
-    spec = KERNELS.get(kernel)
-    if spec is None:
-        check_choice(key, kernel, tuple(KERNELS))
-    return spec  # type: ignore[return-value]
+    return option_entry(KERNELS, key, kernel)
 
 
 def weight_shapes(kernel: str, in_channels: int, out_channels: int, k: int) -> dict[str, tuple]:

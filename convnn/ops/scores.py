@@ -9,8 +9,7 @@ from typing import get_args
 
 from torch import Tensor
 
-from ..options import ConvNNOptions, Weighting, check_option_table
-from ..validation import check_choice
+from ..options import ConvNNOptions, Weighting, check_option_table, option_entry
 from .gather import gather_tokens, with_null_row
 from .geometry import CandidateTable, Grid, chebyshev_distance
 from .similarity import feature_scores, score_dtype, similarity_spec
@@ -110,7 +109,4 @@ check_option_table("weighting", WEIGHTINGS, get_args(Weighting))
 def weighting_spec(name: str, key: str = "weighting") -> WeightingSpec:
     """The table entry of ``name``; an unknown one raises
     :class:`~convnn.errors.OptionError` naming ``key`` and the allowed values."""
-    spec = WEIGHTINGS.get(name)
-    if spec is None:
-        check_choice(key, name, tuple(WEIGHTINGS))
-    return spec  # type: ignore[return-value]
+    return option_entry(WEIGHTINGS, key, name)

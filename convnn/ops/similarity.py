@@ -18,7 +18,7 @@ from typing import get_args
 import torch
 from torch import Tensor
 
-from ..options import FeatureSimilarity, check_option_table
+from ..options import FeatureSimilarity, check_option_table, option_entry
 from ..options import Similarity as SimilarityName
 from ..validation import check_choice
 from .gather import with_null_row
@@ -316,10 +316,7 @@ check_similarity_table(SIMILARITIES)
 def similarity_spec(kind: str, key: str = "similarity") -> SimilaritySpec:
     """The table entry of ``kind``; an unknown kind raises
     :class:`~convnn.errors.OptionError` naming ``key`` and the allowed values."""
-    spec = SIMILARITIES.get(kind)
-    if spec is None:
-        check_choice(key, kind, tuple(SIMILARITIES))
-    return spec  # type: ignore[return-value]
+    return option_entry(SIMILARITIES, key, kind)
 
 
 def feature_similarity(kind: str, key: str = "similarity") -> SimilaritySpec:
