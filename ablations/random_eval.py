@@ -25,10 +25,10 @@ import argparse
 import csv
 import dataclasses
 import json
-import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from statistics import fmean
 from typing import Any
 
 import torch
@@ -122,7 +122,6 @@ def evaluate_cell(ckpt: Path, draws: int = DRAWS) -> dict[str, float]:
     model = module.eval()
     layers = random_layers(model)
     base = layers[0].options.sample_seed
-    mean = lambda values: math.fsum(values) / len(values)  # noqa: E731
     result: dict[str, float] = {"layers": len(layers)}
     with sample_seeds(layers, [base] * len(layers)):
         result["fixed_shared"] = top1(model, batches)
@@ -133,12 +132,12 @@ def evaluate_cell(ckpt: Path, draws: int = DRAWS) -> dict[str, float]:
         for d in range(draws):
             with fresh_draws(layers, d, shared):
                 passes.append(top1(model, batches))
-        result[mode] = mean(passes)
+        result[mode] = fmean(passes)
     fixed = []
     for s in range(draws):
         with sample_seeds(layers, [base + s] * len(layers)):
             fixed.append(top1(model, batches))
-    result["fixed_shared_seeds"] = mean(fixed)
+    result["fixed_shared_seeds"] = fmean(fixed)
     result["fixed_shared_seeds_min"], result["fixed_shared_seeds_max"] = min(fixed), max(fixed)
     return result
 
@@ -148,11 +147,6 @@ def loss_curves(cell_dir: Path) -> dict[str, list[float]]:
     with open(cell_dir / "metrics.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     return {k: [float(r[k]) for r in rows if r.get(k)] for k in CURVES}
-
-
-def _stats(values: dict[str, float]) -> dict[str, float | None]:
-    s = summary(values.values())
-    return {"mean": s.mean, "std": s.std, "half": s.half} if s else {}
 
 
 def study(out: Path, grid_path: Path, draws: int = DRAWS) -> dict[str, Any]:
@@ -180,7 +174,7 @@ def study(out: Path, grid_path: Path, draws: int = DRAWS) -> dict[str, Any]:
             diff = paired(values, fixed)
             to_base = paired(values, baseline)
             entry[mode] = {
-                **_stats(values),
+                **(_summary_dict(summary(values.values())) or {}),
                 "minus_fixed_shared": _summary_dict(diff),
                 "minus_baseline": _summary_dict(to_base),
             }
@@ -244,7 +238,7 @@ def baseline_table(data: dict[str, Any]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, entry in data["settings"].items():
         seeds = entry["seeds"].values()
-        last = {k: math.fsum(s["curves"][k][-1] for s in seeds) / len(seeds) for k in CURVES}
+        last = {k: fmean(s["curves"][k][-1] for s in seeds) for k in CURVES}
         top1 = summary(s["top1"] for s in seeds)
         row = [name.split("=")[-1], _interval(_summary_dict(top1))]
         if "fixed_shared" in entry:
@@ -271,7 +265,7 @@ def plot_curves(data: dict[str, Any], path: Path) -> None:
         seeds = list(entry["seeds"].values())
         for ax, key in zip(axes, ("train/loss", "val/loss"), strict=True):
             series = [s["curves"][key] for s in seeds]
-            mean = [math.fsum(v) / len(v) for v in zip(*series, strict=True)]
+            mean = [fmean(v) for v in zip(*series, strict=True)]
             ax.plot(range(1, len(mean) + 1), mean, label=name.split("=")[-1])
     titles = ("training loss (fresh draws)", "validation loss (before)")
     for ax, title in zip(axes, titles, strict=True):
@@ -299,18 +293,20 @@ def _random(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {n.split("=")[-1]: e for n, e in data["settings"].items() if "fixed_shared" in e}
 
 
+def _by_seed(seeds: dict[str, Any], mode: str) -> dict[str, float]:
+    return {k: s["modes"][mode] for k, s in seeds.items()}
+
+
 def _paired_modes(entry: dict[str, Any], a: str, b: str) -> dict[str, float | None] | None:
     """``a - b`` of one setting's eval modes, paired by seed."""
     seeds = entry["seeds"]
-    values = {k: s["modes"][a] for k, s in seeds.items()}
-    return _summary_dict(paired(values, {k: s["modes"][b] for k, s in seeds.items()}))
+    return _summary_dict(paired(_by_seed(seeds, a), _by_seed(seeds, b)))
 
 
 def _between(data: dict[str, Any], a: str, b: str, mode: str) -> dict[str, float | None] | None:
     """Setting ``a`` minus setting ``b`` under eval ``mode``, paired by seed."""
-    ea, eb = _random(data)[a]["seeds"], _random(data)[b]["seeds"]
-    values = {k: s["modes"][mode] for k, s in ea.items()}
-    return _summary_dict(paired(values, {k: s["modes"][mode] for k, s in eb.items()}))
+    rows = _random(data)
+    return _summary_dict(paired(_by_seed(rows[a]["seeds"], mode), _by_seed(rows[b]["seeds"], mode)))
 
 
 def convergence(data: dict[str, Any]) -> str:
@@ -323,7 +319,7 @@ def convergence(data: dict[str, Any]) -> str:
         for seed, cell in entry["seeds"].items():
             curve = [100 * v for v in cell["curves"][key]]
             if not converged(curve):
-                last = math.fsum(curve[-3:]) / 3
+                last = fmean(curve[-3:])
                 missed.append(
                     f"{name.split('=')[-1]} seed {seed} ({key}: last 3 epochs {last:.2f}, "
                     f"best {max(curve):.2f})"
