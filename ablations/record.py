@@ -101,6 +101,9 @@ def update(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     ``updates`` (settings, code version, wall time)."""
     if old["grid_sha256"] != new["grid_sha256"] or old["epochs"] != new["epochs"]:
         raise GridError(f"{new['grid']}: the grid changed since it was recorded; record it anew")
+    unknown = sorted(set(new["settings"]) - set(old["settings"]))
+    if unknown:
+        raise GridError(f"settings {unknown} are not in the recorded file: cells of another grid?")
     base = [name for name, entry in new["settings"].items() if entry["baseline"]]
     if not base:
         raise GridError("an update must rerun the baseline setting too (--only ... ,BASELINE)")
@@ -131,9 +134,14 @@ def main(argv: list[str] | None = None) -> None:
         help="replace only the settings run in OUT (with the baseline) in the recorded file",
     )
     args = parser.parse_args(argv)
+    if args.update and not args.to.is_file():
+        parser.error(f"--update: {args.to} does not exist; record the whole grid first")
     data = record(args.out, args.grid, args.wall_time)
     if args.update:
-        data = update(json.loads(args.to.read_text()), data)
+        try:
+            data = update(json.loads(args.to.read_text()), data)
+        except GridError as err:  # the recorded file is left as it was
+            parser.error(str(err))
     args.to.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.to, json.dumps(data, indent=1) + "\n")
     print(f"wrote {args.to}")

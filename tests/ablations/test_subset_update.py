@@ -98,6 +98,10 @@ def test_update_refuses_a_baseline_that_does_not_reproduce_or_an_edited_grid() -
     edited = copy.deepcopy(old) | {"grid_sha256": "def"}
     with pytest.raises(GridError, match="the grid changed since it was recorded"):
         update(old, edited)
+    other = copy.deepcopy(old)
+    other["settings"]["layer=kvt_9"] = {"baseline": False, "seeds": {"0": {"top1": 1.0}}}
+    with pytest.raises(GridError, match=r"settings \['layer=kvt_9'\] are not in the recorded"):
+        update(old, other)
     no_base = copy.deepcopy(old)
     no_base["settings"].pop("layer=attention")
     with pytest.raises(GridError, match="must rerun the baseline"):
