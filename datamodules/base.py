@@ -21,10 +21,12 @@ from typing import Any, Literal
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset, RandomSampler
+from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler
 
 from convnn.errors import DataError, OptionError
 from convnn.validation import check_int, check_names, init_parameter_names
+
+from .repeat_aug import RepeatAugmentSampler
 
 Split = Literal["train", "val", "test"]
 
@@ -58,6 +60,12 @@ class TensorImageDataset(Dataset):
         return self.transform(image), int(self.labels[index])
 
 
+def run_seed() -> int:
+    """The run's ``seed_everything`` seed (``PL_GLOBAL_SEED``), else torch's initial seed: what
+    the training order of an epoch is drawn from."""
+    return int(os.environ.get("PL_GLOBAL_SEED", torch.initial_seed()))
+
+
 class EpochShuffleSampler(RandomSampler):
     """A random order per epoch that depends only on ``(seed, epoch)``, like DistributedSampler.
 
@@ -69,9 +77,7 @@ class EpochShuffleSampler(RandomSampler):
 
     def __init__(self, data_source: Dataset, seed: int | None = None) -> None:
         super().__init__(data_source)
-        if seed is None:
-            seed = int(os.environ.get("PL_GLOBAL_SEED", torch.initial_seed()))
-        self.seed = seed
+        self.seed = run_seed() if seed is None else seed
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -180,12 +186,16 @@ class ImageClassificationDataModule(L.LightningDataModule):
         pin_memory: pin host memory for faster copies; used only when CUDA is available.
         persistent_workers: keep workers alive between epochs; used only when
             ``num_workers > 0``.
+        aug_repeats: repeated augmentation (DeiT's recipe: 3): each training image drawn
+            this many times per epoch, the copies augmented independently and, under DDP,
+            read by different processes (:class:`~datamodules.repeat_aug.RepeatAugmentSampler`);
+            0 or 1: every image once per epoch.
         settings: a subclass's own arguments, stored as attributes of the same names (the
             subclass checks them). Pass them in the order of its signature: the hyper-parameters
             (these and every subclass argument) keep the order in which they are first seen.
 
-    Subclasses take these four loader arguments as ``**loader`` and pass them on with their
-    own settings, ``super().__init__(**loader, **settings)``, so the four are written once:
+    Subclasses take these five loader arguments as ``**loader`` and pass them on with their
+    own settings, ``super().__init__(**loader, **settings)``, so the five are written once:
     LightningCLI (jsonargparse) follows ``**loader`` here and offers them, typed and with
     their defaults, as ``--data.batch_size`` etc. A misspelled name is refused with a close
     match.
@@ -212,17 +222,20 @@ class ImageClassificationDataModule(L.LightningDataModule):
         num_workers: int = 4,
         pin_memory: bool = True,
         persistent_workers: bool = True,
+        aug_repeats: int = 0,
         **settings: Any,
     ) -> None:
         super().__init__()
         check_names(f"{type(self).__name__} arguments", settings, init_parameter_names(type(self)))
         check_int("batch_size", batch_size, 1)
         check_int("num_workers", num_workers, 0)
+        check_int("aug_repeats", aug_repeats, 0)
         self.save_hyperparameters()
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.pin_memory = pin_memory
         self.persistent_workers = persistent_workers
+        self.aug_repeats = aug_repeats
         for name, value in settings.items():
             setattr(self, name, value)
         self.datasets: dict[str, Dataset] = {}
@@ -269,8 +282,17 @@ class ImageClassificationDataModule(L.LightningDataModule):
         }
         if not train:
             return DataLoader(dataset, **settings)
-        sampler = EpochShuffleSampler(dataset)
+        sampler = self._train_sampler(dataset)
         return ResumableDataLoader(dataset, sampler=sampler, position=self._position, **settings)
+
+    def _train_sampler(self, dataset: Dataset) -> Sampler[int]:
+        """A per-epoch shuffle, with ``aug_repeats`` copies of each drawn image when set
+        (its share of the processes' indices under DDP)."""
+        if self.aug_repeats < 2:
+            return EpochShuffleSampler(dataset)
+        trainer = self.trainer
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer else (1, 0)
+        return RepeatAugmentSampler(dataset, world, rank, self.aug_repeats, run_seed())
 
     def _position(self) -> tuple[int, int] | None:
         """``(epoch, batches of it done)`` of the trainer's fit, read as an epoch's first

@@ -34,7 +34,13 @@ from convnn.validation import check_choice, check_number
 from .checkpoint_io import check_state_dict
 from .init_weights import load_initial_weights
 from .notes import note
-from .optim import LRSchedule, OptimizerName, SchedulerName, build_optimizer
+from .optim import (
+    LRSchedule,
+    OptimizerName,
+    SchedulerName,
+    build_optimizer,
+    check_layer_decay,
+)
 from .seeding import run_seed, seed_all, step_seed
 
 __all__ = ["ImageClassifier"]
@@ -182,6 +188,13 @@ class ImageClassifier(L.LightningModule):
         scheduler: per-step ``cosine`` (to ``min_lr_ratio * lr``), ``step`` (``gamma``
             every ``step_size`` epochs) or ``none``, each after ``warmup_epochs`` of linear
             warm-up.
+        cooldown_epochs: the last epochs of the run at the minimum rate (``cosine``: the
+            decay ends ``cooldown_epochs`` before ``max_epochs``; timm's cool-down).
+        layer_decay: layer-wise learning-rate decay (fine-tuning): the parameters at depth
+            ``i`` of ``L`` (timm's ``group_matcher``; the head is the last) learn at
+            ``lr * layer_decay ** (L - 1 - i)``. ``None``: one rate.
+        channels_last: keep a CNN's weights and inputs in ``torch.channels_last`` memory
+            format (faster convolutions on GPUs with tensor cores; the same numbers).
         compile: ``torch.compile`` the network (in place; checkpoint keys unchanged).
         init_from: start from these weights, not from scratch (fine-tuning; not a resume:
             the optimizer, schedule and epoch start afresh): a Lightning checkpoint, a
@@ -219,6 +232,9 @@ class ImageClassifier(L.LightningModule):
         min_lr_ratio: float = 0.0,
         step_size: int = 30,
         gamma: float = 0.1,
+        cooldown_epochs: float = 0.0,
+        layer_decay: float | None = None,
+        channels_last: bool = False,
         compile: bool = False,
         init_from: str | None = None,
     ) -> None:
@@ -231,6 +247,7 @@ class ImageClassifier(L.LightningModule):
         # checked here, not first by torch.optim when training starts
         check_number("lr", lr, ">= 0", lambda v: v >= 0)
         check_number("weight_decay", weight_decay, ">= 0", lambda v: v >= 0)
+        check_number("cooldown_epochs", cooldown_epochs, ">= 0", lambda v: v >= 0)
         kwargs = dict(model_kwargs or {})
         image_size, model_kwargs, size_note = _follow_image_size(model, image_size, kwargs)
         self.image_size = image_size  # the side of the inputs the network takes
@@ -255,6 +272,10 @@ class ImageClassifier(L.LightningModule):
         _check_sizes(self.model, model, (in_chans, image_size, image_size), model_kwargs)
         if size_note:
             note(size_note)
+        if layer_decay is not None:
+            check_layer_decay(self.model, layer_decay)
+        if channels_last:
+            self.model.to(memory_format=torch.channels_last)
         self.ema = None
         if ema:
             self.ema = ModelEmaV3(self.model, decay=ema_decay, use_warmup=ema_warmup)
@@ -292,6 +313,8 @@ class ImageClassifier(L.LightningModule):
 
     def forward(self, x: Tensor) -> Tensor:
         """``(B, C, H, W) -> (B, num_classes)`` logits."""
+        if self.hparams.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         return (self.model if self.training else self.eval_model)(x)
 
     def _train_loss(self, logits: Tensor, targets: Tensor) -> Tensor:
@@ -358,13 +381,26 @@ class ImageClassifier(L.LightningModule):
         per_epoch = 1 if math.isinf(batches) else int(batches) // trainer.accumulate_grad_batches
         per_epoch = max(1, per_epoch)
         optimizer = build_optimizer(
-            self.model, hp.optimizer, self._scaled_lr(), hp.weight_decay, hp.momentum
+            self.model, hp.optimizer, self._scaled_lr(), hp.weight_decay, hp.momentum,
+            layer_decay=hp.layer_decay,
+        )  # fmt: skip
+        warmup, cooldown = (
+            round(hp.warmup_epochs * per_epoch),
+            round(hp.cooldown_epochs * per_epoch),
         )
+        if cooldown and not math.isinf(total) and warmup + cooldown >= total:
+            raise OptionError(
+                f"cooldown_epochs={hp.cooldown_epochs} and warmup_epochs={hp.warmup_epochs} "
+                f"leave no epoch of decay in a run of {trainer.max_epochs} epochs; use "
+                "cooldown_epochs + warmup_epochs < max_epochs",
+                key="cooldown_epochs",
+            )
         schedule = LRSchedule(
             kind=hp.scheduler,
             total_steps=0 if math.isinf(total) else int(total),
             steps_per_epoch=per_epoch,
-            warmup_steps=round(hp.warmup_epochs * per_epoch),
+            warmup_steps=warmup,
+            cooldown_steps=cooldown,
             min_lr_ratio=hp.min_lr_ratio,
             step_size=hp.step_size,
             gamma=hp.gamma,
