@@ -94,11 +94,13 @@ def _imagenet(id_: str, label: str, model: str, kwargs: dict, top1: float, gf: f
 
 
 def _cifar(id_: str, label: str, kwargs: dict, top1: float) -> PaperRow:
+    """A row of the CIFAR-10 sweep, run on the authors' VGG-11 (``convnn_vgg11_mlp``: the
+    4096-wide classifier of their ``models/vgg.py``)."""
     configs = ("configs/cifar10.yaml", f"configs/cifar/{id_}.yaml")
     source = "docs/method.md §4, CIFAR-10 VGG-11 branching sweep"
     data = {"data": "CIFAR10DataModule", "num_classes": 10}
-    return PaperRow(id_, label, **data, model="convnn_vgg11", model_kwargs=kwargs, top1=top1,
-                    source=source, configs=configs, statistic=_BEST)  # fmt: skip
+    return PaperRow(id_, label, **data, model="convnn_vgg11_mlp", model_kwargs=kwargs,
+                    top1=top1, source=source, configs=configs, statistic=_BEST)  # fmt: skip
 
 
 _R50, _VIT = "convnn_resnet50", "convnn_vit_base_patch16_224"

@@ -2,7 +2,8 @@
 
 Importing :mod:`convnn` registers ``convnn_resnet50``, ``convnn_resnet18``,
 ``convnn_resnet18_cifar``, ``convnn_vit_{base,small,tiny}_patch16_224``,
-``convnn_vit_tiny_patch4_32``, ``convnn_vgg{11,13,16,19}`` and ``convnn_vgg_mini``, so
+``convnn_vit_tiny_patch4_32``, ``convnn_vgg{11,13,16,19}``, ``convnn_vgg11_mlp`` (the
+authors' VGG-11, with torchvision's 4096-wide classifier) and ``convnn_vgg_mini``, so
 ``timm.create_model("convnn_resnet50", layer="branching", branch_ratio=0.25)`` works.
 Each takes ``layer`` (the baseline ``"conv"`` / ``"attention"``, ``"convnn"``,
 ``"branching"`` or, for the ViTs, the presets ``"kvt"`` and ``"neighborhood"``),
@@ -14,7 +15,9 @@ from ._builder import OPTION_NAMES, build_convnn_model, pop_options
 from .resnet import CifarResNet, convnn_resnet18, convnn_resnet18_cifar, convnn_resnet50
 from .vgg import (
     CifarVGG,
+    MlpClassifierHead,
     convnn_vgg11,
+    convnn_vgg11_mlp,
     convnn_vgg13,
     convnn_vgg16,
     convnn_vgg19,
@@ -36,6 +39,7 @@ MODEL_NAMES = (
     "convnn_vit_tiny_patch16_224",
     "convnn_vit_tiny_patch4_32",
     "convnn_vgg11",
+    "convnn_vgg11_mlp",
     "convnn_vgg13",
     "convnn_vgg16",
     "convnn_vgg19",
@@ -47,11 +51,13 @@ __all__ = [
     "OPTION_NAMES",
     "CifarResNet",
     "CifarVGG",
+    "MlpClassifierHead",
     "build_convnn_model",
     "convnn_resnet18",
     "convnn_resnet18_cifar",
     "convnn_resnet50",
     "convnn_vgg11",
+    "convnn_vgg11_mlp",
     "convnn_vgg13",
     "convnn_vgg16",
     "convnn_vgg19",

@@ -323,7 +323,7 @@ def test_import_convnn_costs_torch_only_and_timm_still_knows_the_models(timm_fir
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == [
         "['timm']" if timm_first else "[]",
-        "['convnn_vgg11', 'convnn_vgg13', 'convnn_vgg16', 'convnn_vgg19']",
+        "['convnn_vgg11', 'convnn_vgg11_mlp', 'convnn_vgg13', 'convnn_vgg16', 'convnn_vgg19']",
         "CifarVGG",
     ]
 

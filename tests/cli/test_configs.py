@@ -6,7 +6,8 @@ float32; everything else (model, ConvNN options, optimizer, schedule, Mixup, EMA
 is the config's own. The 224x224 ImageNet networks are also built at full size (checking
 their parameter counts) but run their step shrunk: ResNet-50 with one block per stage on
 128x128 images (the stride-32 map then still has more than r = 32 candidates), ViT-B/16
-with one block at 224x224 (196 tokens, as in the real model).
+with one block at 224x224 (196 tokens, as in the real model). So does the authors' VGG-11
+of the CIFAR experiments (``convnn_vgg11_mlp``), stepped with a 16-wide head.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ CPU += ["--trainer.strategy", "auto", "--trainer.precision", "32-true"]
 
 RESNET50_PARAMS = 25_557_032  # docs/models.md, 1000 classes (branching keeps the count)
 VIT_B16_PARAMS = 86_567_656
+VGG11_MLP_PARAMS = 129_181_540  # the authors' VGG-11 at 100 classes (128,812,810 at 10)
 
 
 def synthetic(num_classes: int, image_size: int) -> list[str]:
@@ -52,7 +54,9 @@ def cases() -> list[tuple[str, list[str], list[str]]]:
         out.append((dataset, [f"{dataset}.yaml"], synthetic(classes, 32)))
     for path in sorted((CONFIGS / "cifar").glob("*.yaml")):
         files = ["cifar10.yaml", f"cifar/{path.name}"]
-        out.append((f"cifar10+{path.stem}", files, synthetic(10, 32)))
+        narrow = path.stem.startswith("vgg11_")  # the authors' head, 16 wide instead of 4096
+        head = ["--model.init_args.model_kwargs.head_hidden_size", "16"] if narrow else []
+        out.append((f"cifar10+{path.stem}", files, [*head, *synthetic(10, 32)]))
     for arch in ("resnet50", "vit_b16"):
         base = f"imagenet_{arch}.yaml"
         out.append((f"imagenet_{arch}", [base], shrink(arch)))
@@ -66,7 +70,8 @@ def full_size_cases() -> list[tuple[str, list[str], list[str], int | None]]:
     out = []
     for path in sorted((CONFIGS / "cifar").glob("*.yaml")):
         files = ["cifar100.yaml", f"cifar/{path.name}"]
-        out.append((f"cifar100+{path.stem}", files, synthetic(100, 32), None))
+        params = VGG11_MLP_PARAMS if path.stem.startswith("vgg11_") else None
+        out.append((f"cifar100+{path.stem}", files, synthetic(100, 32), params))
     for arch, params in (("resnet50", RESNET50_PARAMS), ("vit_b16", VIT_B16_PARAMS)):
         for path in sorted((CONFIGS / "imagenet").glob(f"{arch}_*.yaml")):
             files = [f"imagenet_{arch}.yaml", f"imagenet/{path.name}"]

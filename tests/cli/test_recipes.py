@@ -216,7 +216,7 @@ def test_recipe_pipeline_draws_thousands_of_samples(recipe, data_roots) -> None:
 def real_data(files: list[str], roots: dict[str, Path]) -> list[str]:
     """Overrides: the written folder as root, batch 2, no workers; the ImageNet networks
     shrunk (ResNet-50 one block per stage, ViT-B/16 one block) but fed the recipe's own
-    224x224 pipeline."""
+    224x224 pipeline; the authors' VGG-11 with a 16-wide head."""
     data = data_section(files)
     out = ["--data.init_args.batch_size", "2", "--data.init_args.num_workers", "0"]
     if data["class_path"] in roots:
@@ -226,6 +226,8 @@ def real_data(files: list[str], roots: dict[str, Path]) -> list[str]:
         out += [key + "layers", "[1, 1, 1, 1]"]
     if "imagenet_vit_b16.yaml" in files:
         out += [key + "depth", "1"]
+    if any(name.startswith("cifar/vgg11_") for name in files):
+        out += [key + "head_hidden_size", "16"]
     return out
 
 

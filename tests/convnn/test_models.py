@@ -36,6 +36,8 @@ def _input_size(name: str) -> int:
 
 
 def _small_kwargs(name: str) -> dict:
+    if name.endswith("_mlp"):  # the 4096-wide head has 120M parameters: the same head, narrow
+        return dict(num_classes=5, head_hidden_size=16)
     return dict(num_classes=5, img_size=64) if "patch16" in name else dict(num_classes=5)
 
 

@@ -18,6 +18,7 @@ SMALL = {  # timm arguments that keep each model small; inputs of the size in th
     "convnn_vit_tiny_patch16_224": ({"depth": 1, "img_size": 64}, 64),
     "convnn_vit_tiny_patch4_32": ({"depth": 1}, 32),
     "convnn_vgg_mini": ({}, 16),
+    "convnn_vgg11_mlp": ({"head_hidden_size": 16}, 32),
 }
 
 
