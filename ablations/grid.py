@@ -303,7 +303,7 @@ def _parse_only_cli():
             pass
 
     def parse(args: list[str]):
-        kwargs = {"description": DESCRIPTION, "exit_on_error": False}
+        kwargs = {"description": DESCRIPTION, "exit_on_error": False, "allow_abbrev": False}
         with _quiet_seeding():  # the CLI seeds as it parses: no "Seed set" line per cell
             return ParseOnly(args=args, run=False, parser_kwargs=kwargs)
 

@@ -170,7 +170,7 @@ class ConvNNCLI(LightningCLI):
     def __init__(self, args: Any = None, run: bool = True, **kwargs: Any) -> None:
         kwargs.setdefault("seed_everything_default", 0)
         kwargs.setdefault("trainer_defaults", TRAINER_DEFAULTS)
-        kwargs.setdefault("parser_kwargs", {"description": DESCRIPTION})
+        kwargs.setdefault("parser_kwargs", {"description": DESCRIPTION, "allow_abbrev": False})
         kwargs.setdefault("parser_class", ConvNNArgumentParser)
         super().__init__(
             ImageClassifier,

@@ -73,6 +73,18 @@ def test_a_bad_value_names_its_key_before_the_run_directory(tmp_path, args, word
     assert not save_dir.exists()
 
 
+def test_a_prefix_of_an_option_is_not_taken_for_the_option(tmp_path):
+    """argparse takes ``--seed_everythin 3`` for ``--seed_everything 3`` by default
+    (``allow_abbrev``): a typo would run with a value the user did not mean to set."""
+    config, save_dir = fresh_config(tmp_path)
+    done = convnn(["fit", "-c", str(config), "--seed_everythin", "3"], cwd=tmp_path)
+    assert done.returncode == 2 and TRACEBACK not in done.stderr, done.stderr[-3000:]
+    first = error_lines(done)[0]
+    assert "unrecognized arguments: --seed_everythin 3" in first
+    assert "did you mean '--seed_everything'" in first
+    assert not save_dir.exists()
+
+
 # -- b, i: files and names checked before Lightning and timm are imported ------------------
 
 
