@@ -83,9 +83,9 @@ def _torch_and_what_it_needs() -> set[str]:
 
 
 def _link_installed(names: set[str], site: Path) -> None:
-    """Make the installed distributions ``names`` (files and metadata) importable and known
-    to pip in the virtual environment whose site-packages is ``site``, by symbolic links to
-    this interpreter's copies: ``pip install torch`` without copying gigabytes."""
+    """Symbolic links in the folder ``site`` to this interpreter's installed distributions
+    ``names`` (files and metadata): with ``site`` on a new environment's path, ``pip install
+    torch`` without copying gigabytes."""
     from importlib import metadata
 
     for dist in metadata.distributions():
@@ -102,8 +102,8 @@ def _link_installed(names: set[str], site: Path) -> None:
 def test_pip_install_into_a_fresh_environment_with_torch_only(tmp_path):
     """What a user of the operator alone does: a new virtual environment holding torch (and
     what torch needs) and nothing else, ``pip install`` of this project's wheel with no
-    package index (so it must need nothing more), then the operator and its layers run and
-    no training package is there."""
+    package index, ``pip check`` (it needs nothing more), then the operator and its layers
+    run and no training package is there."""
     source = tmp_path / "source"
     source.mkdir()
     for name in ("pyproject.toml", "README.md"):
@@ -125,11 +125,24 @@ def test_pip_install_into_a_fresh_environment_with_torch_only(tmp_path):
     where = "import sysconfig; print(sysconfig.get_path('purelib'))"
     site = Path(subprocess.run([str(python), "-c", where], capture_output=True, text=True,
                                check=True).stdout.strip())  # fmt: skip
-    _link_installed(_torch_and_what_it_needs(), site)
+    # torch is linked from a folder outside the new environment, on its path by a .pth file:
+    # pip never uninstalls or writes a distribution outside its environment, so nothing it
+    # does here can reach this interpreter's own torch through the links
+    linked = tmp_path / "torch_only"
+    linked.mkdir()
+    _link_installed(_torch_and_what_it_needs(), linked)
+    (site / "torch_only.pth").write_text(f"{linked}\n")
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "PIP_"))}
-    install = [str(python), "-m", "pip", "install", "-q", "--no-index", str(wheel)]
+    # the new environment's own old setuptools (venv's) would hide the one torch requires
+    drop = [str(python), "-m", "pip", "uninstall", "-q", "-y", "setuptools"]
+    subprocess.run(drop, capture_output=True, text=True, env=clean, check=True)
+    install = [str(python), "-m", "pip", "install", "-q", "--no-index", "--no-deps", str(wheel)]
     done = subprocess.run(install, capture_output=True, text=True, env=clean, cwd=tmp_path)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    # what the wheel requires is all there: torch and typing_extensions, nothing else
+    check = [str(python), "-m", "pip", "check"]
+    done = subprocess.run(check, capture_output=True, text=True, env=clean, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:]
 
     script = TORCH_ONLY.split("sys.meta_path.insert(0, Block())\n", 1)[1]  # no import blocker
     script = f"import sys\nBLOCKED = {EXTRAS_ONLY!r}\n{script}"
