@@ -135,7 +135,7 @@ ROWS: dict[str, PaperRow] = {
         _cifar("vgg11_conv", "VGG-11, standard conv", {"layer": "conv"}, 69.78),
         _cifar("vgg11_branching", "VGG-11, branching ratio 0.25, location + feature similarity",
                {"layer": "branching", "branch_ratio": 0.25, "k": 9, "similarity": "mixed",
-                "lam": 0.5, "candidates": "all"}, 75.22),
+                "lam": 0.5, "candidates": "all", "mix": True}, 75.22),
         _cifar("vgg11_convnn", "VGG-11, ConvNN (branching ratio 1)",
                {"layer": "convnn", "k": 9, "similarity": "cosine", "candidates": "all"}, 60.09),
     )
