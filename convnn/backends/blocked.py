@@ -41,14 +41,16 @@ def select_blocked(
     batch = query[..., 0, 0].numel()
     budget = opts.selection_budget_mb or (256.0 if query.is_cuda else 4.0)
     block = max(1, int(budget * 2**20 // (4 * batch * M)))
+    # detached inputs rather than torch.no_grad(): the same graph-free pass, and
+    # torch.export keeps one flat graph instead of a grad-mode region per layer
+    query, key = query.detach(), key.detach()
     parts = []
-    with torch.no_grad():
-        for start in range(0, Nq, block):
-            rows = slice(start, start + block)
-            sub, dist = _rows(table, distance, rows)
-            scores = dense_scores(opts.similarity, opts, query[..., rows, :], key, sub, dist)
-            idx, sl = topk.top_k(scores, call.k, sub, opts.resolved_order)
-            parts.append((idx, sl, scores.gather(-1, sl)) if keep_scores else (idx, sl))
+    for start in range(0, Nq, block):
+        rows = slice(start, start + block)
+        sub, dist = _rows(table, distance, rows)
+        scores = dense_scores(opts.similarity, opts, query[..., rows, :], key, sub, dist)
+        idx, sl = topk.top_k(scores, call.k, sub, opts.resolved_order)
+        parts.append((idx, sl, scores.gather(-1, sl)) if keep_scores else (idx, sl))
     merged = [torch.cat(p, dim=-2) for p in zip(*parts, strict=True)]
     return merged[0], merged[1], merged[2] if keep_scores else None
 

@@ -7,9 +7,11 @@ forward pass gathers in blocks of queries (or runs a Triton kernel, see
 * :func:`gather_dot` — ``s[..., i, j] = q[..., i, :] . key[..., index[i, j], :]``
 * :func:`weighted_gather_sum` — ``out[..., i, :] = sum_j w[..., i, j] v[..., index[i, j], :]``
 
-Each one's backward is the other one plus a scatter-add, so gradients are exact.
-Index ``N`` (one past the last token) reads a zero row when ``has_null``. With
-``CONVNN_DEBUG=1`` every index is checked first (:func:`check_index`).
+Each one's backward is the other one plus a scatter-add, so gradients are exact; the
+same backward is registered as the gradient of the Triton kernels' operators
+(``convnn::gather_sum``, ``convnn::gather_dot``). Index ``N`` (one past the last token)
+reads a zero row when ``has_null``. With ``CONVNN_DEBUG=1`` every index is checked first
+(:func:`check_index`).
 """
 
 from __future__ import annotations
@@ -140,16 +142,56 @@ class _Gather(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad: Tensor):
         x, index, a = ctx.saved_tensors
-        null, N = ctx.has_null, x.shape[-2]
-        taps, rows = (grad, a) if ctx.dot else (a, grad)  # (*, Nq, k), (*, Nq, C)
-        grad_x = grad_a = None
-        if ctx.needs_input_grad[0]:
-            grad_x = _scatter_sum(N + null, index, taps, rows)[..., :N, :]
-            grad_x = grad_x.sum_to_size(x.shape)  # a broadcast x: summed over its batch
-        if ctx.needs_input_grad[2]:
-            dot = ctx.dot
-            grad_a = _gather_sum(x, index, grad, null) if dot else _gather_dot(grad, x, index, null)
+        need_x, _, need_a, *_ = ctx.needs_input_grad
+        grad_x, grad_a = _backward(x, index, a, grad, ctx.has_null, ctx.dot, need_x, need_a)
         return grad_x, None, grad_a, None, None, None
+
+
+def _backward(
+    x: Tensor, index: Tensor, a: Tensor, grad: Tensor, null: bool, dot: bool, need_x: bool,
+    need_a: bool,
+) -> tuple[Tensor | None, Tensor | None]:  # fmt: skip
+    """The gradients of ``x`` and ``a`` (where needed) of the gather of :class:`_Gather`
+    from its output's gradient ``grad``."""
+    N = x.shape[-2]
+    taps, rows = (grad, a) if dot else (a, grad)  # (*, Nq, k), (*, Nq, C)
+    grad_x = grad_a = None
+    if need_x:
+        grad_x = _scatter_sum(N + null, index, taps, rows)[..., :N, :]
+        grad_x = grad_x.sum_to_size(x.shape)  # a broadcast x: summed over its batch
+    if need_a:
+        grad_a = _gather_sum(x, index, grad, null) if dot else _gather_dot(grad, x, index, null)
+    return grad_x, grad_a
+
+
+# -- gradients of the operators convnn::gather_sum and convnn::gather_dot (the Triton
+# kernels of triton_kernels.py, which read index N as a zero row) ----------------------------
+
+
+def _sum_setup(ctx, inputs: tuple[Tensor, Tensor, Tensor], output: Tensor) -> None:
+    ctx.save_for_backward(*inputs)  # v, index, w
+
+
+def _sum_backward(ctx, grad: Tensor) -> tuple[Tensor | None, None, Tensor | None]:
+    v, index, w = ctx.saved_tensors
+    need_v, _, need_w = ctx.needs_input_grad
+    grad_v, grad_w = _backward(v, index, w, grad, True, False, need_v, need_w)
+    return grad_v, None, grad_w
+
+
+def _dot_setup(ctx, inputs: tuple[Tensor, Tensor, Tensor], output: Tensor) -> None:
+    ctx.save_for_backward(*inputs)  # q, key, index
+
+
+def _dot_backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
+    q, key, index = ctx.saved_tensors
+    need_q, need_key, _ = ctx.needs_input_grad
+    grad_key, grad_q = _backward(key, index, q, grad, True, True, need_key, need_q)
+    return grad_q, grad_key, None
+
+
+torch.library.register_autograd("convnn::gather_sum", _sum_backward, setup_context=_sum_setup)
+torch.library.register_autograd("convnn::gather_dot", _dot_backward, setup_context=_dot_setup)
 
 
 def gather_dot(

@@ -17,6 +17,11 @@ One fused kernel gathers neighbor rows and either sums them weighted
 * An index outside ``[0, N)`` reads a zero row, never other memory: index ``N`` is the
   null token of zero-padded windows; any other is a bug that the debug check of
   :mod:`convnn.backends.blocked_gather` (``CONVNN_DEBUG=1``) reports.
+* Each kernel is a PyTorch operator, ``torch.ops.convnn.gather_sum`` / ``gather_dot``
+  (``torch.library.custom_op``, with a fake implementation, a FLOP formula and, in
+  :mod:`~convnn.backends.blocked_gather`, its gradient): ``torch.export`` keeps it as one
+  node, ``torch.compile`` calls it without a graph break, ``FlopCounterMode`` counts
+  ``2 * rows * k * C``.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import math
 
 import torch
 from torch import Tensor
+from torch.utils.flop_counter import register_flop_formula
 
 try:
     import triton
@@ -158,15 +164,55 @@ def gather_sum(v: Tensor, index: Tensor, w: Tensor) -> Tensor:
     """``out[..., i, :] = sum_j w[..., i, j] v[..., index[..., i, j], :]``.
 
     Shapes: ``v`` ``(*v, N, C)`` (any strides, batch dims broadcast to ``*``), ``index``
-    and ``w`` ``(*, Nq, k)`` -> ``(*, Nq, C)`` in ``v``'s dtype.
+    and ``w`` ``(*, Nq, k)`` -> ``(*, Nq, C)`` in ``v``'s dtype. Runs the operator
+    ``torch.ops.convnn.gather_sum``.
     """
-    return _launch(v, index, w, dot=False)
+    return torch.ops.convnn.gather_sum(v, index, w)
 
 
 def gather_dot(q: Tensor, key: Tensor, index: Tensor) -> Tensor:
     """``out[..., i, j] = q[..., i, :] . key[..., index[..., i, j], :]``.
 
     Shapes: ``q`` ``(*, Nq, D)``, ``key`` ``(*k, N, D)`` (any strides, batch dims broadcast
-    to ``*``), ``index`` ``(*, Nq, k)`` -> ``(*, Nq, k)`` in ``key``'s dtype.
+    to ``*``), ``index`` ``(*, Nq, k)`` -> ``(*, Nq, k)`` in ``key``'s dtype. Runs the
+    operator ``torch.ops.convnn.gather_dot``.
     """
+    return torch.ops.convnn.gather_dot(q, key, index)
+
+
+# -- the kernels as PyTorch operators -------------------------------------------------------
+# torch.export keeps each call as one node, torch.compile as one opaque call (no graph
+# break), FlopCounterMode counts it by the formulas below; the gradients are registered by
+# :mod:`convnn.backends.blocked_gather`, next to the gathers' other backward.
+
+
+@torch.library.custom_op("convnn::gather_sum", mutates_args=())
+def _gather_sum_op(v: Tensor, index: Tensor, w: Tensor) -> Tensor:
+    return _launch(v, index, w, dot=False)
+
+
+@torch.library.custom_op("convnn::gather_dot", mutates_args=())
+def _gather_dot_op(q: Tensor, key: Tensor, index: Tensor) -> Tensor:
     return _launch(key, index, q, dot=True)
+
+
+@_gather_sum_op.register_fake
+def _gather_sum_fake(v: Tensor, index: Tensor, w: Tensor) -> Tensor:
+    return v.new_empty(*index.shape[:-1], v.shape[-1])
+
+
+@_gather_dot_op.register_fake
+def _gather_dot_fake(q: Tensor, key: Tensor, index: Tensor) -> Tensor:
+    return key.new_empty(index.shape)
+
+
+@register_flop_formula(torch.ops.convnn.gather_sum)
+def _gather_sum_flops(v_shape, index_shape, w_shape, *, out_shape=None, **kwargs) -> int:
+    """A multiply and an add per tap and channel: ``2 * rows * k * C``."""
+    return 2 * math.prod(index_shape) * v_shape[-1]
+
+
+@register_flop_formula(torch.ops.convnn.gather_dot)
+def _gather_dot_flops(q_shape, key_shape, index_shape, *, out_shape=None, **kwargs) -> int:
+    """A multiply and an add per tap and channel: ``2 * rows * k * D``."""
+    return 2 * math.prod(index_shape) * q_shape[-1]

@@ -27,9 +27,10 @@ EPS = 1e-8
 
 
 def autocast_off(device: torch.device) -> contextlib.AbstractContextManager:
-    """Autocast switched off on ``device`` (nothing to switch on the ``meta`` device, where
-    models are checked shape by shape)."""
-    if device.type == "meta":
+    """Autocast switched off on ``device``; no context where it is off already (so
+    ``torch.export`` keeps one flat graph rather than a region per call) or on the ``meta``
+    device, where models are checked shape by shape."""
+    if device.type == "meta" or not torch.is_autocast_enabled(device.type):
         return contextlib.nullcontext()
     return torch.autocast(device.type, enabled=False)
 
