@@ -15,10 +15,11 @@ from pathlib import Path
 import pytest
 import yaml
 from rich.console import Console
+from training_helpers import ablate_here
 
 from ablations import ablate as cli
 from ablations.grid import load_grid
-from ablations.runner import Scheduler
+from ablations.runner import Scheduler, read_state
 from convnn.errors import GridError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -99,19 +100,51 @@ def test_plan_rejects_bad_key_or_value(tmp_path, capsys, key, value, needle):
     assert f"cell '{key.rsplit('.', 1)[-1]}={value}'" in out
 
 
-def test_run_parallel_and_report(tmp_path):
-    out = tmp_path / "out"
-    proc = ablate("run", str(write_grid(tmp_path)), "--out", str(out), "--parallel", "2")
-    log = proc.communicate(timeout=150)[0].decode()
-    assert proc.returncode == 0, log
+def running_cells(out: Path) -> list[Path]:
+    """The cells a runner is training or evaluating now (no result yet)."""
+    return [d for d in out.iterdir() if d.is_dir() and read_state(d)["status"] == "running"]
+
+
+@pytest.fixture(scope="module")
+def killed_then_resumed(tmp_path_factory) -> dict:
+    """The 4-cell grid (layer x depth) run with ``--parallel 2`` by a driver that is SIGKILLed
+    once two cells are done and a third one runs, then by a fresh driver that finishes it,
+    then ``convnn-ablate report``. Returns the output directory, both drivers' output and
+    exit status, and the result files of the cells done before the kill with their mtimes."""
+    tmp = tmp_path_factory.mktemp("grid")
+    out, grid = tmp / "out", str(write_grid(tmp))
+    proc = ablate("run", grid, "--out", str(out), "--parallel", "2")
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:  # the third cell starts
+        if len(results(out)) == 2 and running_cells(out):
+            break
+        time.sleep(0.1)
+    else:
+        proc.kill()
+        pytest.fail("no third cell started after two were done: " + proc.communicate()[0].decode())
+    before = {p: p.stat().st_mtime_ns for p in results(out)}
+    os.kill(proc.pid, signal.SIGKILL)
+    killed_log = proc.communicate()[0].decode()
+    time.sleep(0.5)  # the cells' processes die with their parent
+    resumed = ablate_here("run", grid, "--out", str(out), "--parallel", "2")  # a fresh driver
+    report = ablate_here("report", str(out))
+    return {"out": out, "before": before, "killed_log": killed_log, "resumed": resumed,
+            "report": report}  # fmt: skip
+
+
+def test_run_parallel_and_report(killed_then_resumed):
+    out, resumed = killed_then_resumed["out"], killed_then_resumed["resumed"]
+    log = resumed.stdout
+    assert resumed.returncode == 0, log + resumed.stderr
     assert len(results(out)) == 4
     # not a terminal: one line per event, with each cell's epochs and val/acc1 as they end
+    both = killed_then_resumed["killed_log"] + log  # two cells each
     for cell in (p.parent.name for p in results(out)):
-        assert re.search(rf"^{cell}: epoch 1/1  val/acc1 \d+\.\d%$", log, re.M), log
-        assert re.search(rf"^{cell}: done  top-1 \d+\.\d%  \(\S+\)$", log, re.M), log
+        assert re.search(rf"^{cell}: epoch 1/1  val/acc1 \d+\.\d%$", both, re.M), both
+        assert re.search(rf"^{cell}: done  top-1 \d+\.\d%  \(\S+\)$", both, re.M), both
     assert "4 done, 0 running, 0 failed, 0 pending of 4 cells; elapsed" in log
-    cli_proc = ablate("report", str(out))
-    assert cli_proc.wait(timeout=60) == 0
+    report = killed_then_resumed["report"]
+    assert report.returncode == 0, report.stdout + report.stderr
     rows = (out / "results.csv").read_text().strip().splitlines()
     assert len(rows) == 5 and rows[0].startswith("layer,depth,top1_mean")
     md = (out / "results.md").read_text()
@@ -131,30 +164,16 @@ def test_run_parallel_and_report(tmp_path):
     assert speed["under_load"] == (speed["others_cpus"] > speed["cpus"] - speed["threads"] + 0.25)
 
 
-def test_sigkill_driver_then_resume(tmp_path):
-    out = tmp_path / "out"
-    grid = str(write_grid(tmp_path))
-    proc = ablate("run", grid, "--out", str(out), "--parallel", "1")
-    deadline = time.time() + 120
-    while time.time() < deadline:  # wait for the second cell to start
-        states = [json.loads(p.read_text()) for p in out.glob("*/status.json")]
-        if len(results(out)) == 1 and any(s["status"] == "running" for s in states):
-            break
-        time.sleep(0.1)
-    else:
-        pytest.fail("the second cell never started")
-    first = results(out)[0]
-    stamp = first.stat().st_mtime_ns
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    time.sleep(0.5)  # the cell's processes die with their parent
-    again = ablate("run", grid, "--out", str(out), "--parallel", "2")
-    log = again.communicate(timeout=150)[0].decode()
-    assert again.returncode == 0, log
-    assert len(results(out)) == 4
-    assert first.stat().st_mtime_ns == stamp
-    assert json.loads(first.read_text())["attempts"] == 1
-    assert len(list(first.parent.glob("version_*"))) == 1  # not trained again
+def test_sigkill_driver_then_resume(killed_then_resumed):
+    out, before = killed_then_resumed["out"], killed_then_resumed["before"]
+    resumed = killed_then_resumed["resumed"]
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert len(before) == 2 and len(results(out)) == 4
+    for first, stamp in before.items():  # the cells done before the kill: not trained again
+        assert first.stat().st_mtime_ns == stamp
+        assert json.loads(first.read_text())["attempts"] == 1
+        assert len(list(first.parent.glob("version_*"))) == 1
+        assert f"{first.parent.name}: started" not in resumed.stdout
 
 
 class FakeProc:

@@ -4,6 +4,7 @@ sets, reaches the metrics of the same cell as one process with 2-process DDP."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import random
@@ -53,8 +54,6 @@ class RecordingExecutor:
         self.parameters.update(params)
 
     def batch(self):
-        import contextlib
-
         return contextlib.nullcontext()
 
     def submit(self, job: CellJob) -> CellJob:
@@ -62,10 +61,13 @@ class RecordingExecutor:
         return job
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct free TCP ports (held open together while chosen)."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
 
 
 def srun_env(rank: int, tasks: int, port: int) -> dict[str, str]:
@@ -100,7 +102,7 @@ def test_shipped_four_node_grid_asks_slurm_for_one_task_per_gpu(tmp_path):
 
 
 def test_two_node_cell_matches_one_node_two_processes(tmp_path):
-    """Two DDP trainings of a tiny model (about a minute on 2 cores)."""
+    """Two DDP trainings of a tiny model, side by side (about half a minute on 2 cores)."""
     axes = {"trainer.num_nodes": [1, 2]}
     grid = load_grid(write_grid(tmp_path, axes, set=SET))
     out = tmp_path / "out"
@@ -113,23 +115,23 @@ def test_two_node_cell_matches_one_node_two_processes(tmp_path):
     assert (single_params["nodes"], single.ranks, multi.ranks) == (1, False, True)
     assert multi.extra_args == node_args(2, 1, gpu=False)
 
-    # the 2-node cell: the pickled job, run by two "srun" tasks
+    # the 2-node cell: the pickled job, run by two "srun" tasks; meanwhile (its own port, its
+    # own cell directory) the same cell on one node: one process whose DDP starts the second
     job_file = tmp_path / "job.pkl"
     job_file.write_bytes(pickle.dumps(multi))
     code = f"import pickle; pickle.load(open({str(job_file)!r}, 'rb'))()"
-    port = free_port()
+    port, one_node_port = free_ports(2)
     tasks = [
         subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=srun_env(r, 2, port))
         for r in (0, 1)
     ]
-    assert [t.wait(timeout=300) for t in tasks] == [0, 0]
-
-    # the same cell on one node: one process whose DDP starts the second
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_PORT": str(free_port())}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_PORT": str(one_node_port)}
     extra = ["--trainer.accelerator", "cpu", "--trainer.devices", "2"]
     cmd = [sys.executable, "-m", "ablations.runner", str(one_node), "--", *extra]
     cmd += ["--trainer.strategy", "ddp"]
-    assert subprocess.call(cmd, cwd=ROOT, env=env, timeout=300) == 0
+    single_node = subprocess.Popen(cmd, cwd=ROOT, env=env)
+    assert [t.wait(timeout=300) for t in tasks] == [0, 0]
+    assert single_node.wait(timeout=300) == 0
 
     a, b = read_state(one_node), read_state(two_nodes)
     assert a["status"] == b["status"] == "done", (a, b)

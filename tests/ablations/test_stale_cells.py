@@ -9,19 +9,17 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from training_helpers import ablate_here
 
 from ablations.grid import load_grid
 from ablations.report import write_report
 from ablations.runner import prepare_cells
 from convnn.errors import GridError
 
-ROOT = Path(__file__).resolve().parents[2]
 SET = {
     "trainer.max_epochs": 1,
     "trainer.limit_train_batches": 2,
@@ -48,11 +46,6 @@ def write_grid(path: Path, epochs: int, seeds: list[int]) -> Path:
     return path
 
 
-def ablate(*args: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "ablations.ablate", *args]
-    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
-
-
 def epochs_of(cell_dir: Path) -> int:
     return yaml.safe_load((cell_dir / "config.yaml").read_text())["trainer"]["max_epochs"]
 
@@ -60,12 +53,12 @@ def epochs_of(cell_dir: Path) -> int:
 def test_bumped_epochs_are_refused_then_rerun(tmp_path):
     grid, out = tmp_path / "grid.yaml", tmp_path / "out"
     write_grid(grid, epochs=1, seeds=[0])
-    assert ablate("run", str(grid), "--out", str(out)).returncode == 0
+    assert ablate_here("run", str(grid), "--out", str(out)).returncode == 0
     (cell,) = [p.parent for p in out.glob("*/result.json")]
     result = (cell / "result.json").read_text()
 
     write_grid(grid, epochs=2, seeds=[0, 1])  # the user edits the schedule and adds a seed
-    refused = ablate("run", str(grid), "--out", str(out))
+    refused = ablate_here("run", str(grid), "--out", str(out))
     assert refused.returncode == 2, refused.stdout + refused.stderr
     line = refused.stderr.strip().splitlines()[-1]  # after the plan's table: one error line
     assert line.startswith("convnn-ablate: error:"), refused.stderr
@@ -73,7 +66,7 @@ def test_bumped_epochs_are_refused_then_rerun(tmp_path):
     assert (cell / "result.json").read_text() == result  # nothing was touched
     assert epochs_of(cell) == 1 and len(list(out.iterdir())) == 1  # no new cell prepared
 
-    done = ablate("run", str(grid), "--out", str(out), "--rerun")
+    done = ablate_here("run", str(grid), "--out", str(out), "--rerun", "--parallel", "2")
     assert done.returncode == 0, done.stdout[-2000:]
     cells = sorted(p.parent for p in out.glob("*/result.json"))
     assert len(cells) == 2 and all(epochs_of(c) == 2 for c in cells)

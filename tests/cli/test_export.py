@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import timm
 import torch
-from training_helpers import TINY_VIT, run_grid, tiny_config, write_config
+from training_helpers import TINY_VIT, ablate_here, run_grid, tiny_config, write_config
 
 import convnn  # noqa: F401  (registers the models)
 from lightning_modules.checkpoint_io import load_checkpoint
@@ -79,8 +79,8 @@ def test_export_of_a_grid_cell_names_its_setting_and_seeds(tmp_path: Path) -> No
     grid = {"name": "tiny", "base": str(write_config(tmp_path / "base.yaml", base))}
     grid |= {"seeds": [0, 1], "axes": {"k": {"k4": {}}}}
     out = run_grid(grid, tmp_path)
-    report = [sys.executable, "-m", "ablations.ablate", "report", str(out)]
-    assert subprocess.run(report, cwd=ROOT, capture_output=True).returncode == 0
+    report = ablate_here("report", str(out))
+    assert report.returncode == 0, report.stdout + report.stderr
     ckpt = next(out.glob("k_k4-s1-*/version_0/checkpoints/last.ckpt"))
     _export(ckpt, tmp_path / "shared")
     card = (tmp_path / "shared" / "README.md").read_text()

@@ -1,17 +1,23 @@
-"""Shared by the training tests: a tiny complete CLI config, TensorBoard reading, faults.
+"""Shared by the training tests: a tiny complete CLI config, grid runs, TensorBoard reading,
+faults.
 
 Every run is a 1-block ConvNN ViT on 16x16 synthetic images, on the CPU.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import signal
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
 
 TINY_VIT = {
     "img_size": 16,
@@ -68,22 +74,43 @@ def tiny_config(save_dir: Path, **model_args) -> dict:
     }
 
 
-def run_grid(grid: dict, tmp_path: Path) -> Path:
-    """``convnn-ablate run`` of ``grid`` (written to ``tmp_path/grid.yaml``) into
-    ``tmp_path/out`` in a fresh single-threaded process; asserts it succeeded and returns
-    the output directory."""
-    import subprocess
-    import sys
+def run_grid(grid: dict, tmp_path: Path, parallel: int = 2) -> Path:
+    """``convnn-ablate run --parallel PARALLEL`` of ``grid`` (written to
+    ``tmp_path/grid.yaml``) into ``tmp_path/out``, its cells single-threaded; asserts it
+    succeeded and returns the output directory. The driver runs in this process
+    (:func:`ablate_here`)."""
+    import pytest
 
     path = tmp_path / "grid.yaml"
     path.write_text(yaml.safe_dump(grid))
     out = tmp_path / "out"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "ablations.ablate", "run", str(path), "--out", str(out)]
-    root = Path(__file__).resolve().parents[2]
-    done = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("OMP_NUM_THREADS", "1")  # the cells' processes inherit it
+        done = ablate_here("run", str(path), "--out", str(out), "--parallel", str(parallel))
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     return out
+
+
+def ablate_here(*args: str) -> subprocess.CompletedProcess:
+    """``convnn-ablate ARGS`` in this process, from the repository root as the tests' driver
+    subprocesses, printing as to a pipe (one line per event): its exit status and output.
+    It saves the start-up of torch and Lightning that a fresh driver process pays (its plan
+    builds every setting); the cells still run in their own processes
+    (``python -m ablations.runner``)."""
+    import pytest
+
+    from ablations import ablate
+
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(ROOT)
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            try:
+                ablate.main(list(args))
+                code = 0
+            except SystemExit as exit_info:
+                code = exit_info.code
+    return subprocess.CompletedProcess(args, code, stdout.getvalue(), stderr.getvalue())
 
 
 def write_config(path: Path, config: dict) -> Path:
