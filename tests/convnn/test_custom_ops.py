@@ -10,14 +10,11 @@ as nodes where the kernels would run and traces PyTorch's gathers elsewhere.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from interpreted_checks import run_interpreted
 from torch.utils.flop_counter import FlopCounterMode
 
 import convnn
@@ -38,12 +35,7 @@ else:  # pragma: no cover - triton ships with torch
 @pytest.fixture(scope="module")
 def interpreted() -> dict[str, str]:
     """Every check of ``custom_ops_interpreted.py``, run once in one interpreted subprocess."""
-    env = dict(os.environ, TRITON_INTERPRET="1", CONVNN_TRITON="force")
-    script = str(ROOT / "tests" / "helpers" / "custom_ops_interpreted.py")
-    proc = subprocess.run([sys.executable, script], env=env, capture_output=True, text=True,
-                          timeout=600, cwd=ROOT)  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_interpreted("custom_ops_interpreted.py")
 
 
 @pytest.mark.parametrize("name", INTERPRETED)

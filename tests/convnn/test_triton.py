@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from interpreted_checks import run_interpreted
 
 import convnn
 from convnn.backends import blocked_gather, selfcheck
@@ -43,12 +44,7 @@ else:  # pragma: no cover - triton ships with torch
 @pytest.fixture(scope="module")
 def interpreted() -> dict[str, str]:
     """Every check of ``triton_interpreted.py``, run once in one interpreted subprocess."""
-    env = dict(os.environ, TRITON_INTERPRET="1", CONVNN_TRITON="force", CONVNN_DEBUG="1")
-    script = str(ROOT / "tests" / "helpers" / "triton_interpreted.py")
-    proc = subprocess.run([sys.executable, script], env=env, capture_output=True, text=True,
-                          timeout=600, cwd=ROOT)  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_interpreted("triton_interpreted.py", CONVNN_DEBUG="1")
 
 
 @pytest.mark.parametrize("name", INTERPRETED)

@@ -7,12 +7,10 @@ run on Triton's CPU interpreter), run by ``tests/convnn/test_custom_ops.py`` in 
 
 from __future__ import annotations
 
-import json
 import sys
-import traceback
-from collections.abc import Callable
 
 import torch
+from interpreted_checks import Checks
 from triton_interpreted import reference
 
 import convnn
@@ -20,12 +18,8 @@ from convnn.backends import triton_kernels as tk
 
 F64 = torch.float64
 OPS = (torch.ops.convnn.gather_sum.default, torch.ops.convnn.gather_dot.default)
-CHECKS: dict[str, Callable[[], None]] = {}
-
-
-def check(fn: Callable[[], None]) -> Callable[[], None]:
-    CHECKS[fn.__name__] = fn
-    return fn
+CHECKS = Checks()
+check = CHECKS.add
 
 
 def inputs(dtype: torch.dtype = F64, k: int = 3) -> dict[str, torch.Tensor]:
@@ -123,16 +117,5 @@ def compiled_layer_calls_the_ops() -> None:
         torch.testing.assert_close(g, e, atol=1e-11, rtol=0)
 
 
-def main(names: list[str]) -> None:
-    results = {}
-    for name in names or list(CHECKS):
-        try:
-            CHECKS[name]()
-            results[name] = "ok"
-        except Exception:
-            results[name] = traceback.format_exc(limit=6)
-    print(json.dumps(results))
-
-
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    CHECKS.main(sys.argv[1:])

@@ -6,15 +6,13 @@ object, ``{name: "ok" or the error}``.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-import traceback
-from collections.abc import Callable
 
 import torch
 import triton
 import triton.language as tl
+from interpreted_checks import Checks
 
 import convnn
 from convnn.backends import blocked_gather, selfcheck
@@ -22,12 +20,8 @@ from convnn.backends import triton_kernels as tk
 from convnn.ops.gather import gather_rows, with_null_row
 
 F64 = torch.float64
-CHECKS: dict[str, Callable[[], None]] = {}
-
-
-def check(fn: Callable[[], None]) -> Callable[[], None]:
-    CHECKS[fn.__name__] = fn
-    return fn
+CHECKS = Checks()
+check = CHECKS.add
 
 
 def reference(x: torch.Tensor, index: torch.Tensor, a: torch.Tensor, dot: bool) -> torch.Tensor:
@@ -182,16 +176,5 @@ def selfcheck_passes() -> None:
     assert "matches PyTorch" in result.detail
 
 
-def main(names: list[str]) -> None:
-    results = {}
-    for name in names or list(CHECKS):
-        try:
-            CHECKS[name]()
-            results[name] = "ok"
-        except Exception:
-            results[name] = traceback.format_exc(limit=6)
-    print(json.dumps(results))
-
-
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    CHECKS.main(sys.argv[1:])
