@@ -60,9 +60,10 @@ class TensorImageDataset(Dataset):
         return self.transform(image), int(self.labels[index])
 
 
-def run_seed() -> int:
-    """The run's ``seed_everything`` seed (``PL_GLOBAL_SEED``), else torch's initial seed: what
-    the training order of an epoch is drawn from."""
+def epoch_order_seed() -> int:
+    """What the training order of an epoch is drawn from: the run's ``seed_everything`` seed
+    (``PL_GLOBAL_SEED``, as ``lightning_modules.seeding.run_seed`` reads it), else torch's
+    initial seed (an unseeded run)."""
     return int(os.environ.get("PL_GLOBAL_SEED", torch.initial_seed()))
 
 
@@ -77,7 +78,7 @@ class EpochShuffleSampler(RandomSampler):
 
     def __init__(self, data_source: Dataset, seed: int | None = None) -> None:
         super().__init__(data_source)
-        self.seed = run_seed() if seed is None else seed
+        self.seed = epoch_order_seed() if seed is None else seed
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -292,7 +293,7 @@ class ImageClassificationDataModule(L.LightningDataModule):
             return EpochShuffleSampler(dataset)
         trainer = self.trainer
         world, rank = (trainer.world_size, trainer.global_rank) if trainer else (1, 0)
-        return RepeatAugmentSampler(dataset, world, rank, self.aug_repeats, run_seed())
+        return RepeatAugmentSampler(dataset, world, rank, self.aug_repeats, epoch_order_seed())
 
     def _position(self) -> tuple[int, int] | None:
         """``(epoch, batches of it done)`` of the trainer's fit, read as an epoch's first

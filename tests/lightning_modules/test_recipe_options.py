@@ -35,10 +35,15 @@ def fit(module: ImageClassifier, tmp_path, **trainer) -> L.Trainer:
     return run
 
 
-def lr_by_parameter(run: L.Trainer, model: nn.Module) -> dict[str, float]:
-    """``parameter name -> learning rate`` of the trainer's optimizer, as it stands."""
-    group_of = {id(p): g for g in run.optimizers[0].param_groups for p in g["params"]}
-    return {name: group_of[id(p)]["lr"] for name, p in model.named_parameters()}
+def group_by_parameter(optimizer: torch.optim.Optimizer, model: nn.Module) -> dict[str, dict]:
+    """``parameter name -> its optimizer group`` (learning rate, weight decay, ...)."""
+    group_of = {id(p): g for g in optimizer.param_groups for p in g["params"]}
+    return {name: group_of[id(p)] for name, p in model.named_parameters()}
+
+
+def lr_by_parameter(optimizer: torch.optim.Optimizer, model: nn.Module) -> dict[str, float]:
+    """``parameter name -> learning rate`` of ``optimizer``, as it stands."""
+    return {name: g["lr"] for name, g in group_by_parameter(optimizer, model).items()}
 
 
 def test_layer_decay_sets_the_rate_of_each_depth_during_a_fit(tmp_path):
@@ -49,7 +54,7 @@ def test_layer_decay_sets_the_rate_of_each_depth_during_a_fit(tmp_path):
         scheduler="none", layer_decay=0.5,
     )  # fmt: skip
     run = fit(module, tmp_path, max_steps=1)
-    lrs = lr_by_parameter(run, module.model)
+    lrs = lr_by_parameter(run.optimizers[0], module.model)
     assert lrs["head.weight"] == pytest.approx(0.01)
     blocks = [lrs[f"blocks.{i}.mlp.fc1.weight"] for i in range(3)]
     assert blocks == pytest.approx([0.01 * 0.5**3, 0.01 * 0.5**2, 0.01 * 0.5])
@@ -62,21 +67,21 @@ def test_layer_decay_sets_the_rate_of_each_depth_during_a_fit(tmp_path):
     # the same model without layer_decay: one rate
     plain = ImageClassifier("convnn_vit_tiny_patch4_32", VIT, num_classes=4, image_size=16,
                             lr=0.01, scheduler="none")  # fmt: skip
-    assert set(lr_by_parameter(fit(plain, tmp_path, max_steps=1), plain.model).values()) == {0.01}
+    assert set(
+        lr_by_parameter(fit(plain, tmp_path, max_steps=1).optimizers[0], plain.model).values()
+    ) == {0.01}
 
 
 def test_layer_decay_is_monotone_in_depth_for_a_resnet():
     model = timm.create_model("convnn_resnet18_cifar", num_classes=4, layer="convnn")
     optimizer = build_optimizer(model, "sgd", 0.1, 5e-4, layer_decay=0.8)
-    lrs = {name: g["lr"] for g in optimizer.param_groups for name, p in model.named_parameters()
-           if any(p is q for q in g["params"])}  # fmt: skip
+    lrs = lr_by_parameter(optimizer, model)
     order = ["conv1.weight", "layer1.0.conv1.weight", "layer2.0.conv1.weight",
              "layer3.0.conv1.weight", "layer4.1.conv2.weight", "fc.weight"]  # fmt: skip
     rates = [lrs[name] for name in order]
     assert rates == sorted(rates) and rates[0] < rates[-1] == pytest.approx(0.1)
     # decay groups keep their weight decay (no decay for norms and biases)
-    by_name = {name: g for g in optimizer.param_groups for name, p in model.named_parameters()
-               if any(p is q for q in g["params"])}  # fmt: skip
+    by_name = group_by_parameter(optimizer, model)
     assert by_name["layer1.0.bn1.weight"]["weight_decay"] == 0.0
     assert by_name["layer1.0.conv1.weight"]["weight_decay"] == 5e-4
 
@@ -172,8 +177,7 @@ def test_layer_decay_groups_a_vgg_by_convolution_block():
     and the head, each block at half the rate of the next."""
     model = timm.create_model("convnn_vgg11", num_classes=4, layer="branching")
     optimizer = build_optimizer(model, "adamw", 1.0, 0.05, layer_decay=0.5)
-    lrs = {name: g["lr"] for g in optimizer.param_groups for name, p in model.named_parameters()
-           if any(p is q for q in g["params"])}  # fmt: skip
+    lrs = lr_by_parameter(optimizer, model)
     convs = [i for i, m in enumerate(model.features) if isinstance(m, nn.BatchNorm2d)]
     for block, bn in enumerate(convs):
         expected = 0.5 ** (len(convs) - block)
