@@ -182,8 +182,9 @@ class EpochLog(L.Callback):
         order = sorted(values, key=lambda n: (not n.startswith("train"), n))
         parts = [f"epoch {trainer.current_epoch + 1}/{_epochs(trainer)}"]
         parts += [f"{name} {_number(name, values[name])}" for name in order]
-        if trainer.optimizers:
-            parts.append(f"lr {trainer.optimizers[0].param_groups[0]['lr']:.2e}")
+        if trainer.optimizers:  # the schedule's rate: with layer_decay, the head's (the highest)
+            rate = max(group["lr"] for group in trainer.optimizers[0].param_groups)
+            parts.append(f"lr {rate:.2e}")
         parts.append(f"{time.perf_counter() - self._start:.1f}s")
         return "  ".join(parts)
 

@@ -129,6 +129,33 @@ def check_input_size(name: str, size: int | None, data_size: int, what: str) -> 
     )
 
 
+def check_decay_left(
+    warmup_epochs: float,
+    cooldown_epochs: float,
+    max_epochs: int | None,
+    warmup_steps: float | None = None,
+    cooldown_steps: float | None = None,
+    total_steps: float | None = None,
+) -> None:
+    """Refuse a warm-up plus cool-down that leaves no step of decay, naming ``cooldown_epochs``.
+
+    In epochs before the run (``convnn fit`` checks it before the run directory exists), and
+    in steps once the loader's length is known (``max_steps`` runs, rounding)."""
+    if not cooldown_epochs:
+        return
+    if total_steps is None:
+        warmup_steps, cooldown_steps, total_steps = warmup_epochs, cooldown_epochs, max_epochs
+    if total_steps is None or total_steps < 0 or math.isinf(total_steps):
+        return
+    if warmup_steps + cooldown_steps >= total_steps:  # type: ignore[operator]
+        raise OptionError(
+            f"cooldown_epochs={cooldown_epochs} and warmup_epochs={warmup_epochs} "
+            f"leave no epoch of decay in a run of {max_epochs} epochs; use "
+            "cooldown_epochs + warmup_epochs < max_epochs",
+            key="cooldown_epochs",
+        )
+
+
 def check_patch_grid(net: nn.Module, name: str, image_size: int) -> None:
     """:class:`OptionError` (``key="image_size"``) when ``image_size`` is not a multiple of
     the patch size of ``net``'s patch embedding (a ViT's): its strided convolution would
@@ -388,13 +415,9 @@ class ImageClassifier(L.LightningModule):
             round(hp.warmup_epochs * per_epoch),
             round(hp.cooldown_epochs * per_epoch),
         )
-        if cooldown and not math.isinf(total) and warmup + cooldown >= total:
-            raise OptionError(
-                f"cooldown_epochs={hp.cooldown_epochs} and warmup_epochs={hp.warmup_epochs} "
-                f"leave no epoch of decay in a run of {trainer.max_epochs} epochs; use "
-                "cooldown_epochs + warmup_epochs < max_epochs",
-                key="cooldown_epochs",
-            )
+        check_decay_left(
+            hp.warmup_epochs, hp.cooldown_epochs, trainer.max_epochs, warmup, cooldown, total
+        )
         schedule = LRSchedule(
             kind=hp.scheduler,
             total_steps=0 if math.isinf(total) else int(total),

@@ -30,8 +30,8 @@ from datamodules import ImageClassificationDataModule
 from ..callbacks import EpochLog, PredictionWriter, RunReport
 from ..checkpoint_io import SafeCheckpointIO, check_state_dict, load_checkpoint
 from ..class_switch import dropped_by_parser
-from ..classifier import ImageClassifier, check_input_size, input_size
-from ..files import check_writable
+from ..classifier import ImageClassifier, check_decay_left, check_input_size, input_size
+from ..files import EVALUATE_ENV, check_writable
 from ..notes import note
 from ..preemption import PREEMPTED, PreemptionCheckpoint
 from .commands import DESCRIPTION
@@ -222,9 +222,13 @@ class ConvNNCLI(LightningCLI):
     def instantiate_classes(self) -> None:
         """As Lightning's, with a bad model, data or trainer argument as a one-line error
         naming its key (``model.init_args.lr=-0.01 is not allowed; ...``), before the run
-        directory exists (:func:`~lightning_modules.cli.exits.keyed_error`)."""
+        directory exists (:func:`~lightning_modules.cli.exits.keyed_error`); so is a cool-down
+        that leaves no epoch of decay."""
         try:
             super().instantiate_classes()
+            if self.subcommand == "fit" and isinstance(self.model, ImageClassifier):
+                hp = self.model.hparams
+                check_decay_left(hp.warmup_epochs, hp.cooldown_epochs, self.trainer.max_epochs)
         except (ValueError, FileNotFoundError, MisconfigurationException) as err:
             config = self.config[self.subcommand] if self.subcommand else self.config
             raise keyed_error(as_user_error(err), config.as_dict()) from err
@@ -292,7 +296,8 @@ class ConvNNCLI(LightningCLI):
         model and the data, then run; bad input found here or while running is one line.
         ``fit`` runs with the preemption signals caught (:mod:`lightning_modules.preemption`);
         one that stops it before training (Lightning's own ``SIGTERM`` handling) exits with
-        :data:`~lightning_modules.preemption.PREEMPTED` too, not 0."""
+        :data:`~lightning_modules.preemption.PREEMPTED` too, not 0. A grid cell's ``fit`` then
+        evaluates its ``last.ckpt`` (:mod:`lightning_modules.cell_evaluation`)."""
         try:
             for what, directory in self.output_dirs().items():
                 check_writable(directory, what)
@@ -312,6 +317,10 @@ class ConvNNCLI(LightningCLI):
             catching = preemption[0].catching() if subcommand == "fit" and preemption else None
             with catching or contextlib.nullcontext():
                 super()._run_subcommand(subcommand)
+            if subcommand == "fit" and os.environ.get(EVALUATE_ENV):
+                from ..cell_evaluation import evaluate_after_fit  # a grid cell's evaluation
+
+                evaluate_after_fit(self.trainer)
         except SIGTERMException:  # a SystemExit(None): exit status 0, as if it had finished
             raise SystemExit(PREEMPTED) from None
 

@@ -63,6 +63,10 @@ def fresh_config(tmp_path: Path) -> tuple[Path, Path]:
             ["--data.init_args.image_size", "15"],  # 4-pixel patches: 3 rows would be dropped
             ["data.init_args.image_size=15 is not a multiple of the patch size 4", "12 or 16"],
         ),
+        (  # checked in epochs before the run, not at configure_optimizers inside it
+            ["--model.init_args.warmup_epochs", "1", "--model.init_args.cooldown_epochs", "1"],
+            ["model.init_args.cooldown_epochs=1", "leave no epoch of decay", "< max_epochs"],
+        ),
     ],
 )
 def test_a_bad_value_names_its_key_before_the_run_directory(tmp_path, args, words):

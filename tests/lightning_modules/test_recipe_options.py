@@ -16,6 +16,7 @@ import convnn  # noqa: F401  (registers the convnn_* models)
 from convnn.errors import OptionError
 from datamodules import SyntheticDataModule
 from lightning_modules import ImageClassifier
+from lightning_modules.callbacks import EpochLog
 from lightning_modules.optim import LRSchedule, build_optimizer
 
 VIT = {"img_size": 16, "patch_size": 4, "embed_dim": 16, "depth": 3, "num_heads": 2, "k": 5}
@@ -64,6 +65,8 @@ def test_layer_decay_sets_the_rate_of_each_depth_during_a_fit(tmp_path):
         match = re.match(r"blocks\.(\d)\.", name)
         if match:
             assert lr == blocks[int(match[1])], name
+    # the progress line shows the schedule's rate (the head's), not the lowest layer's
+    assert "lr 1.00e-02" in EpochLog().line(run)
     # the same model without layer_decay: one rate
     plain = ImageClassifier("convnn_vit_tiny_patch4_32", VIT, num_classes=4, image_size=16,
                             lr=0.01, scheduler="none")  # fmt: skip
