@@ -3,11 +3,13 @@
 A cell directory holds ``cell.json`` (its values), ``config.yaml`` (the complete merged
 config), ``version_<n>/`` (one per attempt: checkpoints, TensorBoard events), ``train.log``,
 ``status.json`` (running/failed/interrupted, rewritten), ``progress.json`` (the last
-finished epoch and its metrics, rewritten by ``convnn fit``) and, once finished,
-``result.json`` (written atomically, never overwritten without ``rerun``). A restarted cell
-resumes from the newest ``last.ckpt``; ``status.json`` keeps the ``versions`` its training
-went through, so that the result records the best epoch over all of them
-(:func:`best_epoch`) beside the last.
+finished epoch and its metrics, rewritten by ``convnn fit``), ``evaluation.json`` and
+``locality.json`` (the ``last.ckpt``'s metrics and locality, written by a one-process
+``convnn fit`` after training, :mod:`lightning_modules.cell_evaluation`; else by the runner)
+and, once finished, ``result.json`` (written atomically, never overwritten without
+``rerun``). A restarted cell resumes from the newest ``last.ckpt``; ``status.json`` keeps
+the ``versions`` its training went through, so that the result records the best epoch over
+all of them (:func:`best_epoch`) beside the last.
 ``python -m ablations.runner CELL_DIR`` runs one cell; the local scheduler runs many, on CPU
 (``parallel``) or on distinct GPUs (``gpus``, ``gpus_per_cell``).
 
@@ -35,12 +37,13 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
 
 from convnn.errors import CheckpointError, GridError
 from lightning_modules.files import (
+    EVALUATE_ENV,
     PREEMPTED,
     PROGRESS_FILE_ENV,
     atomic_write_json,
@@ -49,9 +52,6 @@ from lightning_modules.files import (
 
 from .grid import Cell, Grid, merged_config
 from .staleness import describe, stale_cells
-
-if TYPE_CHECKING:  # annotations only: the runner imports no torch until a cell is evaluated
-    from lightning_modules.evaluation import Run
 
 __all__ = [
     "GpuPool",
@@ -65,6 +65,7 @@ __all__ = [
 ]
 
 BUSY = 75  # exit status of a cell already being run by another process
+EVALUATION_FILE = "evaluation.json"  # the metrics the cell's convnn fit wrote after training
 
 PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
 """Signals passed on to the running ``convnn fit`` (SLURM's ``--signal``, submitit's USR2)."""
@@ -364,6 +365,9 @@ def run_cell(
     if rank is None and env.get("SUBMITIT_EXECUTOR") == "slurm":
         env = _without_slurm(env)  # one task: Lightning would expect srun-launched ranks
     env[PROGRESS_FILE_ENV] = str(cell_dir / "progress.json")
+    (cell_dir / EVALUATION_FILE).unlink(missing_ok=True)
+    if rank is None:  # one process trains: it evaluates too (lightning_modules.cell_evaluation)
+        env[EVALUATE_ENV] = str(cell_dir / EVALUATION_FILE)
     start = time.time()
     header = f"\n=== attempt {attempt}, resume from {ckpt}\n"
     code = _fit(cell_dir, ckpt, extra, "train.log", env, header)
@@ -384,7 +388,7 @@ def run_cell(
         return code or 1
     try:
         with _slurm_hidden():  # one process, also on rank 0 of a multi-task cell
-            metrics = _evaluate(last)
+            metrics = _metrics(cell_dir, last)
     except Exception as err:  # noqa: BLE001  (reported in status.json)
         failed = {**state, "status": "failed", "error": f"evaluate: {err}", "elapsed_s": elapsed}
         atomic_write_json(cell_dir / "status.json", failed)
@@ -413,40 +417,20 @@ def run_cell(
 
 
 def _evaluate(ckpt: Path) -> dict[str, Any]:
-    import torch
+    """The metrics of the cell's ``ckpt`` (and its ``locality.json``), in this process."""
+    from lightning_modules.cell_evaluation import evaluate_cell
 
-    from lightning_modules.evaluation import evaluate, load_run
-
-    gpu = torch.cuda.is_available() and os.environ.get("CUDA_VISIBLE_DEVICES", "x") != ""
-    accelerator = "gpu" if gpu else "cpu"
-    run = load_run(ckpt, None, None, None)  # checkpoint and data, loaded once for both
-    metrics = evaluate(ckpt, accelerator=accelerator, progress=False, run=run)
-    write_locality(ckpt, accelerator, run)
-    return metrics
+    return evaluate_cell(ckpt)
 
 
-LOCALITY_IMAGES = 1024
-"""Validation images a cell's ``locality.json`` is measured over (at most)."""
-
-
-def write_locality(ckpt: Path, accelerator: str = "cpu", run: Run | None = None) -> Path:
-    """``locality.json`` of the cell whose ``version_<n>/checkpoints/`` holds ``ckpt``: the
-    ConvNN layers' locality statistics over up to :data:`LOCALITY_IMAGES` validation images
-    (``convnn inspect`` without pictures), for the report's locality columns. A failure is
-    recorded in the file (``error``) and printed; it does not fail the trained cell.
-    ``run``: the checkpoint already loaded (:func:`lightning_modules.evaluation.load_run`)."""
-    from lightning_modules.locality import checkpoint_locality
-
-    path = ckpt.parent.parent.parent / "locality.json"
-    try:
-        result = checkpoint_locality(
-            ckpt, max_images=LOCALITY_IMAGES, accelerator=accelerator, run=run
-        )
-    except Exception as err:  # noqa: BLE001  (the cell's accuracy stands without it)
-        print(f"locality of {ckpt}: {type(err).__name__}: {err}", file=sys.stderr)
-        result = {"checkpoint": str(ckpt), "error": f"{type(err).__name__}: {err}", "layers": {}}
-    atomic_write_json(path, result)
-    return path
+def _metrics(cell_dir: Path, last: Path) -> dict[str, Any]:
+    """The metrics of the cell's newest ``last.ckpt``: those its ``convnn fit`` wrote after
+    training (:data:`~lightning_modules.files.EVALUATE_ENV`) when they are of that file, else
+    evaluated here."""
+    done = read_json(cell_dir / EVALUATION_FILE) or {}
+    if done.get("evaluated") == str(last.resolve()):
+        return {k: v for k, v in done.items() if k != "evaluated"}
+    return _evaluate(last)
 
 
 # ---------------------------------------------------------------- local scheduling

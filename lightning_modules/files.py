@@ -21,6 +21,7 @@ from typing import IO, Any
 from convnn.errors import CheckpointError, UsageError
 
 __all__ = [
+    "EVALUATE_ENV",
     "PREEMPTED",
     "PROGRESS_FILE_ENV",
     "atomic_write",
@@ -40,6 +41,11 @@ PICKLE_MAGIC = b"\x80"
 
 PROGRESS_FILE_ENV = "CONVNN_PROGRESS_FILE"
 """Environment variable: a file where ``convnn fit`` writes each finished epoch as JSON."""
+
+EVALUATE_ENV = "CONVNN_EVALUATE_TO"
+"""Environment variable: a JSON file where a one-process ``convnn fit`` writes the metrics of
+the ``last.ckpt`` it trained, evaluated after training (a grid cell's evaluation,
+:mod:`lightning_modules.cell_evaluation`)."""
 
 PREEMPTED = 99
 """Exit status of a ``convnn fit`` that a preemption signal stopped after it wrote its

@@ -164,6 +164,42 @@ def test_run_parallel_and_report(killed_then_resumed):
     assert speed["under_load"] == (speed["others_cpus"] > speed["cpus"] - speed["threads"] + 0.25)
 
 
+def test_each_cell_was_evaluated_by_its_own_fit(killed_then_resumed):
+    """A one-process cell's ``convnn fit`` evaluates its ``last.ckpt`` after training (no
+    second process importing torch and building the data again); the runner records those
+    metrics, and they equal an evaluation of the checkpoint in a fresh process's way."""
+    from ablations import runner
+    from lightning_modules.cell_evaluation import evaluate_cell
+
+    for path in results(killed_then_resumed["out"]):
+        result = json.loads(path.read_text())
+        done = json.loads((path.parent / runner.EVALUATION_FILE).read_text())
+        assert done["evaluated"] == str(Path(result["checkpoint"]).resolve())
+        assert (done["top1"], done["loss"]) == (result["top1"], result["loss"])
+        assert (path.parent / "locality.json").is_file()
+    again = evaluate_cell(Path(result["checkpoint"]))
+    assert (again["top1"], again["loss"]) == (done["top1"], done["loss"])
+
+
+def test_the_runner_evaluates_itself_when_the_fit_did_not(tmp_path, monkeypatch):
+    """No ``evaluation.json``, or one of another checkpoint: the runner evaluates the newest
+    ``last.ckpt`` itself."""
+    from ablations import runner
+
+    last = tmp_path / "version_1" / "checkpoints" / "last.ckpt"
+    last.parent.mkdir(parents=True)
+    last.write_bytes(b"")
+    monkeypatch.setattr(runner, "_evaluate", lambda ckpt: {"top1": 1.0, "by": "runner"})
+    assert runner._metrics(tmp_path, last)["by"] == "runner"
+    older = str(tmp_path / "version_0" / "checkpoints" / "last.ckpt")
+    (tmp_path / runner.EVALUATION_FILE).write_text(json.dumps({"evaluated": older, "top1": 2.0}))
+    assert runner._metrics(tmp_path, last)["by"] == "runner"
+    (tmp_path / runner.EVALUATION_FILE).write_text(
+        json.dumps({"evaluated": str(last.resolve()), "top1": 3.0})
+    )
+    assert runner._metrics(tmp_path, last) == {"top1": 3.0}
+
+
 def test_sigkill_driver_then_resume(killed_then_resumed):
     out, before = killed_then_resumed["out"], killed_then_resumed["before"]
     resumed = killed_then_resumed["resumed"]

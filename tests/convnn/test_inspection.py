@@ -244,12 +244,14 @@ def test_inspect_cli_writes_locality_json_and_pictures(quickstart_run, capsys):
 
 
 def test_runner_locality_feeds_the_report(quickstart_run, tmp_path, monkeypatch):
-    from ablations import runner
     from ablations.report import write_report
+    from lightning_modules import cell_evaluation
 
-    monkeypatch.setattr(runner, "LOCALITY_IMAGES", 50)
+    monkeypatch.setattr(cell_evaluation, "LOCALITY_IMAGES", 50)
 
-    layers = json.loads(runner.write_locality(quickstart_run["ckpt"]).read_text())["layers"]
+    layers = json.loads(cell_evaluation.write_locality(quickstart_run["ckpt"]).read_text())[
+        "layers"
+    ]
     assert list(layers) == [f"blocks.{i}.attn" for i in range(4)]
     assert {s["images"] for s in layers.values()} == {50}
     for seed, (first, last) in enumerate([(0.8, 1.2), (1.0, 1.6)]):
@@ -275,17 +277,17 @@ def test_runner_locality_feeds_the_report(quickstart_run, tmp_path, monkeypatch)
 
 
 def test_a_finished_cell_loads_its_checkpoint_once(quickstart_run, monkeypatch):
-    """The runner evaluates a cell and measures its locality on one loaded checkpoint (and
-    one DataModule); the locality equals the one measured on a fresh load."""
-    from ablations import runner
-    from lightning_modules import evaluation
+    """A cell is evaluated and its locality measured on one loaded checkpoint (and one
+    DataModule); the locality equals the one measured on a fresh load."""
+    from lightning_modules import cell_evaluation, evaluation
 
-    monkeypatch.setattr(runner, "LOCALITY_IMAGES", 50)
-    alone = json.loads(runner.write_locality(quickstart_run["ckpt"]).read_text())["layers"]
+    monkeypatch.setattr(cell_evaluation, "LOCALITY_IMAGES", 50)
+    alone = json.loads(cell_evaluation.write_locality(quickstart_run["ckpt"]).read_text())
+    alone = alone["layers"]
     loads = []
     load = evaluation.load_checkpoint
     monkeypatch.setattr(evaluation, "load_checkpoint", lambda *a: loads.append(a) or load(*a))
-    metrics = runner._evaluate(quickstart_run["ckpt"])
+    metrics = cell_evaluation.evaluate_cell(quickstart_run["ckpt"])
     assert len(loads) == 1 and 0 <= metrics["top1"] <= 100
     shared = json.loads((quickstart_run["tmp"] / "quickstart" / "locality.json").read_text())
     assert shared["layers"] == alone
