@@ -13,15 +13,20 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
 	touch $(STAMP)
 
+# two pytest workers (pytest-xdist), each running whole test files, one torch thread each
+# (tests/conftest.py); PYTEST_WORKERS=0 runs the tests in this process
+PYTEST_WORKERS ?= 2
+XDIST = $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile)
+
 test: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	$(PY) -m pytest -q -m "not long and not extra" --durations=25
+	$(PY) -m pytest -q -m "not long and not extra" --durations=25 $(XDIST)
 
 # the slow end-to-end reliability tests (marked `long`): same-seed runs, SIGKILL and resume,
 # memory over 1,000 steps
 test-long: $(STAMP)
-	$(PY) -m pytest -q -m long
+	$(PY) -m pytest -q -m long $(XDIST)
 
 # re-checks that CI leaves out (about 3 minutes): the learning thresholds over 5 seeds and
 # every experiment config (same data as its base config) stepped on its own files

@@ -17,3 +17,10 @@ sys.path.insert(0, str(HELPERS))
 # paths), so a path that forms an out-of-range index fails here rather than reading
 # arbitrary memory on a GPU (convnn/backends/blocked_gather.py; off by default: it synchronizes)
 os.environ.setdefault("CONVNN_DEBUG", "1")
+
+# `make test` runs two pytest-xdist workers on the 2-core CI machine: each uses one torch
+# thread, and so do the commands its tests start, so that the two do not oversubscribe it
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(1)
