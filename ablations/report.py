@@ -88,8 +88,7 @@ def _best_of_old_cell(cell_dir: Path, row: dict[str, Any]) -> dict[str, Any]:
     last = Path(str(row.get("checkpoint") or ""))
     if not last.is_file():
         return {}
-    from lightning_modules.checkpoint_io import load_checkpoint
-    from lightning_modules.evaluation import checkpoint_info
+    from lightning_modules.checkpoint_files import checkpoint_info, load_checkpoint
 
     from .runner import _lineage, best_epoch
 

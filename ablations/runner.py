@@ -192,13 +192,12 @@ def best_epoch(
     (one per attempt; a resumed attempt starts its own best checkpoint, since Lightning keeps
     no scores across directories): ``best_top1`` (%), ``best_epoch`` (1-based),
     ``best_checkpoint``, ``best_source``. Scores are the ``val/acc1`` of the best checkpoints
-    those attempts wrote (:func:`lightning_modules.evaluation.checkpoint_info`); the last epoch
-    counts with ``last_top1``, its evaluation (``last``: the last checkpoint's info), which
-    also stands for the best when the last epoch is the best, so best >= last. Ties: the
-    earliest epoch. Without best checkpoints (no ``val/acc1`` monitor) every field is
-    ``None``."""
-    from lightning_modules.checkpoint_io import load_checkpoint
-    from lightning_modules.evaluation import checkpoint_info
+    those attempts wrote (:func:`lightning_modules.checkpoint_files.checkpoint_info`, read
+    with torch alone); the last epoch counts with ``last_top1``, its evaluation (``last``: the
+    last checkpoint's info), which also stands for the best when the last epoch is the best,
+    so best >= last. Ties: the earliest epoch. Without best checkpoints (no ``val/acc1``
+    monitor) every field is ``None``."""
+    from lightning_modules.checkpoint_files import checkpoint_info, load_checkpoint
 
     found = []
     for version in versions:

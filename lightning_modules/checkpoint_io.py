@@ -1,8 +1,8 @@
 """Checkpoints that load without running code and save without ever corrupting the last one.
 
-* :func:`load_checkpoint` reads with ``torch.load(weights_only=True)``: tensors, containers and
-  plain values only, so no code stored in the file runs; anything else is a one-line
-  :class:`CheckpointError`.
+* :func:`load_checkpoint` (:mod:`lightning_modules.checkpoint_files`, torch alone) reads with
+  ``torch.load(weights_only=True)``: tensors, containers and plain values only, so no code
+  stored in the file runs; anything else is a one-line :class:`CheckpointError`.
 * :func:`check_state_dict` compares a state dict with a model, key by key and shape by shape,
   and names what does not fit (a checkpoint of another model).
 * :class:`SafeCheckpointIO` is Lightning's checkpoint plugin with both: ``convnn fit
@@ -21,48 +21,12 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from torch import nn
 
-from convnn.errors import CheckpointError, first_line
+from convnn.errors import CheckpointError
 
-from .files import atomic_write, saved_by_torch
+from .checkpoint_files import load_checkpoint
+from .files import atomic_write
 
 __all__ = ["SafeCheckpointIO", "check_state_dict", "load_checkpoint"]
-
-
-def load_checkpoint(
-    path: str | Path, map_location: Any = "cpu", mmap: bool = False
-) -> dict[str, Any]:
-    """The checkpoint dict of a Lightning checkpoint, loaded with ``weights_only=True``
-    (``mmap``: tensors stay in the file's pages, cheap for a look at keys and shapes).
-
-    Raises :class:`CheckpointError` when ``path`` is missing, does not unpickle safely, or is
-    not a dict with ``state_dict`` and ``hyper_parameters``.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
-    zipped = saved_by_torch(path)
-    try:  # torch memory-maps the zip format only
-        ckpt = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap and zipped)
-    except Exception as err:  # noqa: BLE001  (any failure means: not a safe checkpoint)
-        raise CheckpointError(
-            f"{path} is not a checkpoint that loads safely (weights_only=True): {_reason(err)}"
-        ) from err
-    if not isinstance(ckpt, dict) or not {"state_dict", "hyper_parameters"} <= ckpt.keys():
-        raise CheckpointError(
-            f"{path} is not a Lightning checkpoint of an ImageClassifier "
-            "(no 'state_dict' and 'hyper_parameters')"
-        )
-    return ckpt
-
-
-def _reason(err: BaseException) -> str:
-    """Why ``torch.load`` failed, in one line, without PyTorch's advice to load the file
-    with ``weights_only=False`` (which would run any code it holds)."""
-    text = str(err)
-    _, found, detail = text.partition("WeightsUnpickler error: ")
-    if found:  # e.g. "Unsupported global: GLOBAL __main__.Payload was not an allowed global"
-        return detail.strip().splitlines()[0].split(" by default.")[0].rstrip(".")
-    return first_line(err)
 
 
 def check_state_dict(model: nn.Module, state: dict[str, Any], path: str | Path) -> None:

@@ -28,11 +28,11 @@ from jsonargparse import ArgumentParser
 from lightning.pytorch.callbacks import RichProgressBar
 
 import convnn
-from convnn.errors import CheckpointError, EvaluationError, first_line, root_cause
+from convnn.errors import EvaluationError, first_line, root_cause
 from datamodules import ImageClassificationDataModule
 
-from . import checkpoint_io
-from .checkpoint_io import check_state_dict, load_checkpoint
+from .checkpoint_files import MONITOR, checkpoint_info, load_checkpoint
+from .checkpoint_io import check_state_dict
 from .classifier import ImageClassifier, check_input_size
 
 __all__ = [
@@ -207,69 +207,6 @@ def throughput(
         "others_cpus": others,
         "under_load": loaded,
     }
-
-
-MONITOR = "val/acc1"
-"""The metric the ``convnn fit`` best checkpoint is chosen by (``checkpoint.monitor``)."""
-
-
-def _score(value: Any) -> float | None:
-    return None if value is None else float(value)
-
-
-def checkpoint_info(ckpt: dict[str, Any], path: str | Path) -> dict[str, Any]:
-    """Which checkpoint ``ckpt`` (loaded from ``path``) is, from the checkpoint callbacks'
-    states saved in it: ``epoch`` (1-based: the epoch it was saved after; ``None`` when not
-    recorded), ``global_step``, ``kind``: ``best`` (written by the callback monitoring
-    :data:`MONITOR` as one of its best, ``val_top1`` its score in %), ``last`` (the last
-    epoch's, written by an unmonitored or ``save_last`` callback) or ``unknown`` (saved by
-    hand), and ``run_best``: the best checkpoint its run had written by then (``path``,
-    ``top1`` in %, ``epoch`` when that file is still there). A run resumed into a new version
-    directory starts its own best (Lightning keeps no scores across directories), so
-    ``run_best`` covers the epochs since the resume; the ablation runner takes the best over
-    every attempt of a cell."""
-    path = Path(path)
-    epoch = ckpt.get("epoch")
-    info: dict[str, Any] = {
-        "path": str(path),
-        "epoch": None if epoch is None else int(epoch) + 1,
-        "global_step": ckpt.get("global_step"),
-        "kind": "unknown",
-        "val_top1": None,
-        "run_best": None,
-    }
-    states = [s for s in (ckpt.get("callbacks") or {}).values() if isinstance(s, dict)]
-
-    def named(value: Any) -> bool:
-        return bool(value) and Path(str(value)).name == path.name
-
-    for state in states:
-        if state.get("monitor") != MONITOR:
-            continue
-        mine = [v for k, v in (state.get("best_k_models") or {}).items() if named(k)]
-        if mine:
-            info["kind"], info["val_top1"] = "best", 100 * float(mine[0])
-        best, score = state.get("best_model_path"), _score(state.get("best_model_score"))
-        if best and info["run_best"] is None:
-            info["run_best"] = {"path": str(best), "top1": None if score is None else 100 * score}
-    for state in states:  # an unmonitored callback's file, or a save_last one
-        unmonitored = state.get("monitor") is None and named(state.get("best_model_path"))
-        if info["kind"] == "unknown" and (unmonitored or named(state.get("last_model_path"))):
-            info["kind"] = "last"
-    best = info["run_best"]
-    if best is not None:
-        if info["kind"] == "best" and Path(best["path"]).name == path.name:
-            best["epoch"] = info["epoch"]
-        else:  # the file where it was written, or beside this one (a copied run directory)
-            for candidate in (Path(best["path"]), path.parent / Path(best["path"]).name):
-                if candidate.is_file():
-                    try:
-                        other = checkpoint_io.load_checkpoint(candidate, mmap=True)
-                    except CheckpointError:
-                        continue
-                    best["epoch"] = None if other.get("epoch") is None else other["epoch"] + 1
-                    break
-    return info
 
 
 def measured_statistic(info: dict[str, Any]) -> str | None:

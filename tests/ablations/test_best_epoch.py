@@ -14,6 +14,8 @@ import json
 import os
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -90,6 +92,27 @@ def test_result_records_the_best_epoch_over_every_attempt(resumed_cell):
         assert best.name != "last.ckpt" and best.parent.parent.name == (
             "version_0" if result["best_epoch"] <= 2 else "version_1"
         )
+
+
+def test_the_runner_reads_the_best_epoch_with_torch_alone(resumed_cell):
+    """The runner's best-epoch reading of the cell's checkpoints (both attempts) gives the
+    recorded fields in a fresh process that imports neither Lightning nor timm (the cost of
+    their import, once per cell, is what lightning_modules.checkpoint_files saves)."""
+    result = json.loads((resumed_cell / "result.json").read_text())
+    code = f"""
+import json, sys
+from pathlib import Path
+from ablations.runner import best_epoch
+last = {{"epoch": {result["last_epoch"]}, "path": {result["checkpoint"]!r}}}
+found = best_epoch(Path({str(resumed_cell)!r}), {result["versions"]!r}, last, {result["top1"]!r})
+print(json.dumps([found, "lightning" in sys.modules, "timm" in sys.modules]))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=TESTS.parent.parent, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    found, lightning, timm = json.loads(done.stdout.strip().splitlines()[-1])
+    assert found == {k: result[k] for k in found} and found["best_epoch"] is not None
+    assert not lightning and not timm
 
 
 def test_lineage_of_resumed_fresh_and_old_cells(tmp_path):

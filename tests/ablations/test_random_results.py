@@ -138,13 +138,14 @@ def test_every_number_in_the_prose_is_one_of_the_data() -> None:
 
 
 def test_the_spectrum_random_row_is_this_studys_per_layer_evaluation() -> None:
-    """The spectrum study's markers ``random_9`` row, rerun with one eval sample per layer,
+    """The spectrum study's markers ``random_9`` row, recorded with one eval sample per layer,
     is the same training as this study's ``r9`` cells: its top-1 equals, seed by seed, the
-    tool's per-layer evaluation of those checkpoints (recorded as an update of the row)."""
+    tool's per-layer evaluation of those checkpoints, not the shared sample's (which
+    differs by more than a point in some seeds)."""
     spectrum = json.loads((ROOT / "docs/results/spectrum_markers.json").read_text())
     row = spectrum["settings"]["layer=random_9"]["seeds"]
     r9 = DATA["settings"]["candidates=r9"]["seeds"]
     assert row.keys() == r9.keys()
     for seed, cell in r9.items():
         assert row[seed]["top1"] == pytest.approx(cell["modes"]["fixed_per_layer"], abs=1e-6)
-    assert ["layer=random_9"] in [u["settings"] for u in spectrum["updates"]]
+    assert any(abs(row[s]["top1"] - c["modes"]["fixed_shared"]) > 1 for s, c in r9.items())
