@@ -12,6 +12,10 @@ from pathlib import Path
 
 HELPERS = Path(__file__).resolve().parent / "helpers"
 sys.path.insert(0, str(HELPERS))
+# test modules that other test files import from (``from test_cli_journeys import convnn``):
+# on the path whichever files pytest collects, so that one file also runs alone
+for folder in ("cli", "datamodules", "ablations"):
+    sys.path.append(str(HELPERS.parent / folder))
 
 # every neighbor index is checked against its table before a gather (Triton and PyTorch
 # paths), so a path that forms an out-of-range index fails here rather than reading
