@@ -2,9 +2,10 @@
 
 ``convnn-ablate`` evaluates every finished cell (:func:`evaluate_cell`). A one-process cell
 asks its own ``convnn fit`` to do it right after training (:data:`EVALUATE_ENV` names the
-JSON file to write), so that the second import of torch, Lightning and timm, and the second
-build of the data, that an evaluation process would cost are saved; the runner uses that
-file when it is of the cell's newest ``last.ckpt`` and evaluates itself otherwise.
+JSON file to write), so that the second import of torch, Lightning and timm that an
+evaluation process would cost is saved (the checkpoint is still read back from its file and
+the data built again, as any evaluation of it does); the runner uses that file when it is of
+the cell's newest ``last.ckpt`` and evaluates itself otherwise.
 """
 
 from __future__ import annotations
